@@ -246,13 +246,31 @@ def _check_header(names: list[str], source: str) -> None:
         )
 
 
+def _check_row_lengths(
+    path: Path, delimiter: str, quote: str, encoding: str, width: int, source: str
+) -> None:
+    """Name the first ragged row among the first lines (DuckDB's sniffer only says it failed)."""
+    with open(path, encoding=encoding, errors="replace", newline="") as fh:
+        reader = csv.reader(fh, delimiter=delimiter, quotechar=quote or '"')
+        next(reader, None)
+        for line_number, row in enumerate(reader, start=2):
+            if line_number > 20_000:
+                return
+            if row and len(row) != width:
+                raise InvalidInput(
+                    f"{source}: line {line_number} has {len(row)} fields but the header has "
+                    f"{width} (a different number of fields than the header); fix that row, "
+                    "or quote fields that contain the delimiter, and upload again"
+                )
+
+
 def _explain_duckdb_error(exc: Exception, source: str, fmt: str, encoding: str) -> PondError:
     message = str(exc)
     first = message.splitlines()[0] if message else type(exc).__name__
     line = re.search(r"[Ll]ine:? (\d+)", message)
     where = f" at line {line.group(1)}" if line else ""
     lowered = message.lower()
-    if "unicode" in lowered or "utf-8" in lowered or "utf8" in lowered:
+    if "invalid unicode" in lowered or "byte sequence" in lowered:
         return InvalidInput(
             f"{source} is not valid {encoding} text{where}; save it as UTF-8 or pass its "
             "encoding (for example --encoding latin-1)"
@@ -263,6 +281,11 @@ def _explain_duckdb_error(exc: Exception, source: str, fmt: str, encoding: str) 
         return InvalidInput(
             f"{source} has rows with a different number of fields than the header{where}; "
             "fix those rows (or quote fields that contain the delimiter) and upload again"
+        )
+    if "not possible to automatically detect" in lowered:
+        return InvalidInput(
+            f"{source}: could not work out the file's layout (delimiter, quoting, rows); "
+            "check that every row has as many fields as the header, or pass --delimiter"
         )
     if fmt == "parquet":
         return InvalidInput(f"{source} is not a readable Parquet file: {first}")
@@ -295,14 +318,19 @@ def _source_sql(
         if quote in ("(empty)", "\x00", ""):
             quote = '"'
         names = _header_names(path, delim, quote, encoding)
-        _check_header(names, source)
         if len(names) == 1:
-            for other in (";", "\t", "|", ","):
-                if other != delim and other in names[0]:
-                    raise InvalidInput(
-                        f"{source}: the header splits into a single column with delimiter "
-                        f"{delim!r} but contains {other!r}; pass --delimiter {other!r}"
-                    )
+            other = next((d for d in (",", ";", "\t", "|") if d != delim and d in names[0]), None)
+            if other is not None and delimiter is not None:
+                raise InvalidInput(
+                    f"{source}: the header splits into a single column with delimiter "
+                    f"{delim!r} but contains {other!r}; pass --delimiter {other!r}"
+                )
+            if other is not None:
+                # The sniffer gives up on files with ragged rows; the header knows better.
+                delim = other
+                names = _header_names(path, delim, quote, encoding)
+        _check_header(names, source)
+        _check_row_lengths(path, delim, quote, encoding, len(names), source)
         return (
             f"read_csv({p}, delim={_sql_str(delim)}, quote={_sql_str(quote or '')}, "
             f"header=true, strict_mode=true, null_padding=false, nullstr={NULL_STRINGS}{enc})"
@@ -507,7 +535,10 @@ def profile(ws: Workspace, dv: DatasetVersion) -> Any:
     with store.read(ws) as con:
         cached = rows.get_profile(con, dv.content_sha256)
     if cached is not None:
-        return profiling.Profile.from_dict(cached)
+        try:
+            return profiling.Profile.from_dict(cached)
+        except ValueError:
+            pass  # written by an older profile format: compute it again
     started = time.perf_counter()
     result = profiling.compute_profile(dv.parquet_path(ws))
     seconds = time.perf_counter() - started

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 
 import pytest
 
@@ -16,18 +17,26 @@ from core import auth, store  # noqa: E402
 PASSWORD = "pond-test-pw"
 
 
-@pytest.fixture
-def ws(tmp_path, monkeypatch):
-    """An empty, migrated workspace with users admin, ana (analyst), rita and rob (reviewers)."""
-    home = tmp_path / "pond"
-    monkeypatch.setenv("POND_HOME", str(home))
+@pytest.fixture(scope="session")
+def _template_home(tmp_path_factory):
+    """One migrated workspace with the test accounts, copied for each test (scrypt is slow)."""
+    home = tmp_path_factory.mktemp("template") / "pond"
     workspace = store.open_workspace(home)
     auth.add_user(workspace, "admin", "admin", PASSWORD, actor=auth.SYSTEM)
     admin = auth.get_user(workspace, "admin")
     auth.add_user(workspace, "ana", "analyst", PASSWORD, actor=admin)
     auth.add_user(workspace, "rita", "reviewer", PASSWORD, actor=admin)
     auth.add_user(workspace, "rob", "reviewer", PASSWORD, actor=admin)
-    return workspace
+    return home
+
+
+@pytest.fixture
+def ws(_template_home, tmp_path, monkeypatch):
+    """An empty, migrated workspace with users admin, ana (analyst), rita and rob (reviewers)."""
+    home = tmp_path / "pond"
+    shutil.copytree(_template_home, home)
+    monkeypatch.setenv("POND_HOME", str(home))
+    return store.open_workspace(home)
 
 
 @pytest.fixture

@@ -116,12 +116,12 @@ def _profile(args: argparse.Namespace) -> None:
         result["html"] = {"path": args.html, "rows_used": report.rows_used,
                           "total_rows": report.total_rows}
     d = prof.to_dict()
-    lines = [f"{dv.ref}: {d['row_count']} rows × {d['column_count']} columns, "
-             f"{d['duplicate_rows']} duplicate rows"]
+    lines = [f"{dv.ref}: {d['n_rows']} rows × {d['n_columns']} columns, "
+             f"{d['n_duplicate_rows']} duplicate rows"]
     lines += table(
-        [[c["name"], c["kind"], c["missing_count"], c["distinct_count"],
+        [[c["name"], c["logical_type"], c["n_missing"], c["n_distinct"],
           _fmt(c.get("min")), _fmt(c.get("max")), _fmt(c.get("mean"))] for c in d["columns"]],
-        ["column", "kind", "missing", "distinct", "min", "max", "mean"],
+        ["column", "type", "missing", "distinct", "min", "max", "mean"],
     )
     lines += [f"alert: {a['column']}: {a['message']}" for a in d["alerts"]]
     if args.html:

@@ -90,8 +90,7 @@ def put_profile(
     con: duckdb.DuckDBPyConnection, content_sha256: str, profile: dict, seconds: float
 ) -> None:
     con.execute(
-        "INSERT INTO profiles (content_sha256, profile, seconds) VALUES (?, ?, ?)"
-        " ON CONFLICT (content_sha256) DO NOTHING",
+        "INSERT OR REPLACE INTO profiles (content_sha256, profile, seconds) VALUES (?, ?, ?)",
         [content_sha256, json.dumps(profile), seconds],
     )
 

@@ -1,0 +1,24 @@
+"""Pond's Streamlit app: sign-in, then one page per lifecycle stage."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+st.set_page_config(page_title="Pond", page_icon="🪷", layout="wide")
+
+# One entry per page, in lifecycle order. Each page file stays thin over core/.
+PAGES = [
+    st.Page("pages/home.py", title="Home", icon=":material/home:", default=True),
+    st.Page("pages/data.py", title="Data", icon=":material/table:"),
+]
+
+user = st.session_state.get("user")
+if user is None:
+    st.navigation([st.Page("pages/sign_in.py", title="Sign in", icon=":material/login:")]).run()
+else:
+    with st.sidebar:
+        st.caption(f"Signed in as **{user.name}** ({user.role.value})")
+        if st.button("Sign out", key="sign_out"):
+            del st.session_state["user"]
+            st.rerun()
+    st.navigation(PAGES).run()
