@@ -132,6 +132,14 @@ def check_name(name: str) -> str:
     return name
 
 
+def suggest_name(filename: str) -> str:
+    """A valid dataset name made from a file name ("Sales 2024-Q1.csv" → "sales_2024_q1")."""
+    stem = re.sub(r"[^A-Za-z0-9_]+", "_", Path(filename).stem).strip("_").lower()
+    if not stem or not stem[0].isalpha():
+        stem = "data_" + stem
+    return stem[:63].rstrip("_") or "data"
+
+
 def parse_ref(ref: str) -> tuple[str, int | None]:
     """Split "name" or "name:3" into (name, version or None for the latest).
 

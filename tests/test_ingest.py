@@ -152,3 +152,9 @@ def test_parse_ref():
         datasets.parse_ref("iris:x")
     with pytest.raises(InvalidInput):
         datasets.parse_ref("iris:0")
+
+
+def test_suggest_name_makes_valid_names():
+    assert datasets.suggest_name("Sales 2024-Q1.csv") == "sales_2024_q1"
+    assert datasets.suggest_name("2024.csv") == "data_2024"
+    assert datasets.check_name(datasets.suggest_name("../../etc/passwd.csv"))

@@ -121,7 +121,7 @@ def sign_in(page, url: str, name: str, password: str = "pond-demo") -> None:
     """Open the app and sign in through the real form."""
     page.goto(url)
     page.get_by_label("User name").fill(name)
-    page.get_by_label("Password").fill(password)
+    page.get_by_label("Password", exact=True).fill(password)
     page.get_by_role("button", name="Sign in").click()
     page.get_by_text(f"Signed in as {name}").wait_for()
 
