@@ -10,6 +10,7 @@ st.set_page_config(page_title="Pond", page_icon="🪷", layout="wide")
 PAGES = [
     st.Page("pages/home.py", title="Home", icon=":material/home:", default=True),
     st.Page("pages/data.py", title="Data", icon=":material/table:"),
+    st.Page("pages/registry.py", title="Registry", icon=":material/inventory_2:"),
 ]
 
 user = st.session_state.get("user")

@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from core import datasets, store
+from core import datasets, registry, store
 from core.store import Workspace
 from core.store import audit as audit_rows
 
@@ -28,8 +28,31 @@ def workspace_overview(ws: Workspace, *, activity_limit: int = 15) -> Overview:
     latest = {dv.name: dv for dv in versions}
     with store.read(ws) as con:
         activity = audit_rows.recent(con, activity_limit)
+    models = [
+        {
+            "model": m.name,
+            "versions": m.version_count,
+            "latest": m.latest_version,
+            "latest status": m.latest_status.value if m.latest_status else None,
+            "aliases": ", ".join(f"{a}→v{v}" for a, v in sorted(m.aliases.items())),
+            "updated": m.updated_at,
+        }
+        for m in registry.list_models(ws, limit=20)
+    ]
+    reviews = [
+        {
+            "model": r.model,
+            "version": r.version,
+            "requested by": r.requested_by,
+            "at": r.requested_at,
+            "comment": r.comment,
+        }
+        for r in registry.pending_reviews(ws, limit=20)
+    ]
     return Overview(
         datasets=sorted(latest.values(), key=lambda dv: dv.created_at, reverse=True),
         dataset_versions=len(versions),
+        models=models,
+        pending_reviews=reviews,
         recent_activity=activity,
     )

@@ -201,6 +201,8 @@ REGISTRY = _sql(
     "CREATE INDEX webhook_deliveries_webhook ON webhook_deliveries(webhook_id)",
 )
 
+
+
 # Append new migrations at the end; never edit or reorder a released one.
 MIGRATIONS: list[Migration] = [
     Migration(1, "foundation", FOUNDATION),
