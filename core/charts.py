@@ -37,7 +37,8 @@ def histogram_chart(column: ColumnLike) -> go.Figure | None:
     """
     column = _column(column)
     histogram = column.histogram
-    if histogram is None or not histogram.counts:
+    # An edge is None only for dates beyond Python's datetime range (after year 9999).
+    if histogram is None or not histogram.counts or None in histogram.edges:
         return None
     edges = list(histogram.edges)
     dates = column.logical_type is LogicalType.DATETIME
@@ -54,10 +55,11 @@ def histogram_chart(column: ColumnLike) -> go.Figure | None:
         widths = [1.0 if not dates else 86_400_000.0]  # a constant column: a visible bar
     ranges = [f"{_short(a)} to {_short(b)}" for a, b in pairwise(edges)]
     offset = 0.0
-    if isinstance(column.min, int) and all(w == 1 for w in widths):
-        # One bin per integer: centre each bar on its value and label it with that value.
-        ranges = [str(int(float(a))) for a in edges[:-1]]
-        offset = -0.5
+    if isinstance(column.min, int):
+        # Integer bins are a whole number of values wide: name the values each one holds.
+        ranges = [_integer_range(a, b) for a, b in pairwise(edges)]
+        if all(w == 1 for w in widths):
+            offset = -0.5  # one bar per value, centred on it
     figure = go.Figure(
         go.Bar(
             x=lefts,
@@ -271,6 +273,11 @@ def _text(value: float | int | str | None) -> str:
     if isinstance(value, int):
         return f"{value:,}"
     return value.replace("T00:00:00", "")
+
+
+def _integer_range(a: float | str, b: float | str) -> str:
+    low, high = int(float(a)), int(float(b)) - 1
+    return f"{low:,}" if high <= low else f"{low:,} to {high:,}"
 
 
 def _short(edge: float | str) -> str:

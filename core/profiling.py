@@ -43,7 +43,12 @@ HEAVY_SKEW = 2.0
 # flags on the profile say which answers are estimates.
 EXACT_DISTINCT_MAX_ROWS = 200_000
 QUANTILE_SAMPLE_ROWS = 200_000
+# Values one quantile query may hold in memory (8 bytes each), so wide tables take several.
+QUANTILE_MAX_VALUES = 8_000_000
 EXACT_TOP_VALUES_MAX_DISTINCT = 250_000
+# Above that size, a column whose distinct estimate reaches this share of its values gets no
+# top values: nearly every value occurs once, so none is more frequent than another.
+NEARLY_UNIQUE_SHARE = 0.9
 # Integer and date columns spanning at most this many values get exact distinct counts from a
 # bitmap (2 MB at this size) whatever the number of rows.
 BITMAP_MAX_RANGE = 16_000_000
@@ -120,9 +125,10 @@ class Histogram:
 
     ``edges`` has one more entry than ``counts``; bin ``i`` covers ``[edges[i], edges[i+1])``.
     Bins are ``HISTOGRAM_BINS`` equal slices of ``[min, max]`` (the last one also holds the
-    maximum), except that integer and date columns spanning fewer values than that get one
-    bin per value or day, and a constant column gets a single bin ``[min, max]``. Edges are
-    numbers for numeric columns and ISO-8601 strings for datetime columns.
+    maximum), except that integer and date columns get at most that many bins a whole number
+    of values or days wide (one per value when the range is short), and a constant column
+    gets a single bin ``[min, max]``. Edges are numbers for numeric columns and ISO-8601
+    strings for datetime columns.
     """
 
     edges: tuple[float | str, ...]
@@ -170,7 +176,9 @@ class ColumnProfile:
     whose ``std`` is in days. Infinite floats count as present values but are left out of the
     statistics, quantiles and histogram (``n_infinite`` says how many there were).
     Categorical, boolean and text columns get ``top_values`` (most frequent first, ties in
-    value order, missing values left out) and, for strings, lengths in characters.
+    value order, missing values left out; none for a column of more than
+    ``EXACT_TOP_VALUES_MAX_DISTINCT`` values nearly all different) and, for strings, lengths
+    in characters.
     ``distinct_exact`` is False when ``n_distinct`` is a HyperLogLog estimate.
     """
 
@@ -371,7 +379,8 @@ def compute_profile(
     - quantiles: exact up to ``QUANTILE_SAMPLE_ROWS`` rows, else computed on a reproducible
       Bernoulli sample of about that many rows (``Profile.quantiles_exact``);
     - top values of columns with more than ``EXACT_TOP_VALUES_MAX_DISTINCT`` distinct values:
-      candidates come from a space-saving sketch, their counts are exact.
+      candidates come from a space-saving sketch, their counts are exact; such a column whose
+      values nearly all differ gets none.
 
     Args:
         parquet_path: the Parquet file to profile.
@@ -404,6 +413,7 @@ def compute_profile(
         if threads is not None:
             config["threads"] = threads
         with duckdb.connect(config=config) as con:
+            con.execute("SET enable_progress_bar = false")
             profile = _Profiler(con, path, _parquet_scan(path, Path(spill_dir))).run()
     return replace(profile, elapsed_s=round(time.perf_counter() - started, 4))
 
@@ -603,9 +613,9 @@ class _Profiler:
                 # Those get exact counts later: a bitmap over their range, or their groups.
                 agg.add(("distinct", i), f"approx_count_distinct({v})")
             if c.family == "float":
-                agg.add(("n_infinite", i), f"count_if(isinf({v}))")
-            if c.has_stats:
+                # s is v without infinities, so the difference of their counts counts those.
                 agg.add(("n_stat", i), f"count({s})")
+            if c.has_stats:
                 agg.add(("min", i), f"min({s})")
                 agg.add(("max", i), f"max({s})")
                 agg.add(("mean", i), f"avg({s})")
@@ -619,6 +629,9 @@ class _Profiler:
         for c in self.columns:
             c.stats = {key: value for (key, i), value in result.items() if i == c.index}
             c.present = int(c.stats["present"])
+            if c.has_stats:
+                c.stats.setdefault("n_stat", c.present)
+                c.stats["n_infinite"] = c.present - c.stats["n_stat"]
             c.distinct = min(int(c.stats.get("distinct") or 0), c.present)
             if c.has_stats and c.stats["n_stat"] and c.stats["min"] == c.stats["max"]:
                 # min == max settles constancy exactly, whatever the estimate says.
@@ -639,8 +652,8 @@ class _Profiler:
         """Spread, skewness and Pearson correlations as sums of deviations from the means of
         the first pass, plus exact distinct counts of short integer and day ranges and the
         candidate top values of columns too large to group exactly."""
-        # Two passes with plain sums run about 2.5x faster than stddev_samp(), skewness() and
-        # corr() in one, and deviations from a known mean keep the sums accurate.
+        # Two passes with plain sums run 2 to 3 times faster than stddev_samp(), skewness()
+        # and corr() in one, and deviations from a known mean keep the sums accurate.
         spread = [c for c in self.columns if c.has_stats and c.stats["n_stat"] >= 2]
         numeric = [c for c in spread if c.logical_type is LogicalType.NUMERIC and _varies(c)][
             :MAX_CORRELATION_COLUMNS
@@ -653,11 +666,19 @@ class _Profiler:
             agg.add(("sum_d2", c.index), f"sum({d} * {d})")
             agg.add(("sum_d3", c.index), f"sum({d} * {d} * {d})")
         for n, (a, b) in enumerate(pairs):
-            if a.stats["n_stat"] == b.stats["n_stat"] == self.n_rows:
-                agg.add(("sum_dd", n), f"sum(d{a.index} * d{b.index})")
-            else:
-                # Pairwise-complete rows differ per pair; corr() handles that.
-                agg.add(("corr", n), f"corr(d{a.index}, d{b.index})")
+            da, db = f"d{a.index}", f"d{b.index}"
+            agg.add(("sum_ab", n), f"sum({da} * {db})")
+            # A pair is correlated on the rows where both have a value. Where one column has
+            # gaps, the other's sums are taken again over those rows only: x + 0 * y is NULL
+            # wherever y is, and sum() skips NULLs.
+            if not _complete(b, self.n_rows):
+                agg.add(("sum_a", n), f"sum({da} + 0 * {db})")
+                agg.add(("sum_a2", n), f"sum({da} * {da} + 0 * {db})")
+            if not _complete(a, self.n_rows):
+                agg.add(("sum_b", n), f"sum({db} + 0 * {da})")
+                agg.add(("sum_b2", n), f"sum({db} * {db} + 0 * {da})")
+            if not (_complete(a, self.n_rows) or _complete(b, self.n_rows)):
+                agg.add(("count_ab", n), f"count({da} * {db})")
         for c in self.columns:
             if c.family in ("integer", "date") and c.present and not c.distinct_exact:
                 unit = _distinct_unit(c)
@@ -670,7 +691,12 @@ class _Profiler:
                         f"bit_count(bitstring_agg(({c.s} // {unit})::BIGINT, "
                         f"{int(lo // unit)}, {int(hi // unit)}))",
                     )
-            if c.logical_type.has_top_values and c.present and not self._exact_top_values(c):
+            if (
+                c.logical_type.has_top_values
+                and not self._exact_top_values(c)
+                # When nearly every value differs, the "most frequent" would be arbitrary rows.
+                and c.distinct < NEARLY_UNIQUE_SHARE * c.present
+            ):
                 agg.add(("top_k", c.index), f"approx_top_k({c.v}, {TOP_VALUES})")
         if not agg:
             return
@@ -696,16 +722,14 @@ class _Profiler:
         ]
         position = {c.index: k for k, c in enumerate(numeric)}
         for n, (a, b) in enumerate(pairs):
-            if ("sum_dd", n) in result:
-                cov = result[("sum_dd", n)] - (
-                    result[("sum_d", a.index)] * result[("sum_d", b.index)] / self.n_rows
-                )
-                scale = math.sqrt(a.stats["m2"] * b.stats["m2"])
-                value = _finite(cov / scale) if scale else None
-            else:
-                value = _finite(result[("corr", n)])
-            if value is not None:
-                value = max(-1.0, min(1.0, value))
+            k = result.get(("count_ab", n))
+            if k is None:  # one column has no gaps: the rows are those of the other
+                k = min(a.stats["n_stat"], b.stats["n_stat"])
+            sa = result.get(("sum_a", n), result[("sum_d", a.index)])
+            sa2 = result.get(("sum_a2", n), result[("sum_d2", a.index)])
+            sb = result.get(("sum_b", n), result[("sum_d", b.index)])
+            sb2 = result.get(("sum_b2", n), result[("sum_d2", b.index)])
+            value = _pearson(k, sa, sb, sa2, sb2, result[("sum_ab", n)])
             matrix[position[a.index]][position[b.index]] = value
             matrix[position[b.index]][position[a.index]] = value
         self.correlation_columns, self.correlations = numeric, matrix
@@ -719,39 +743,50 @@ class _Profiler:
 
     def _scan_duplicates_and_distinct(self) -> None:
         """Duplicate rows, plus exact distinct counts where they are cheap or decide an alert."""
+        # An ungrouped count(DISTINCT x) holds its whole hash table in memory and fails past
+        # memory_limit; count(*) over SELECT DISTINCT is a grouped aggregate, which DuckDB
+        # spills to disk.
         row_hash = "hash(" + ", ".join(c.r for c in self.columns) + ")"
-        agg = _Aggregates()
-        agg.add(("duplicates", 0), f"count(*) - count(DISTINCT {row_hash})")
-        for c in self.columns:
-            if c.distinct_exact or not c.present:
-                continue
-            if self.n_rows <= EXACT_DISTINCT_MAX_ROWS or (
-                _could_be_id(c, self.n_rows) and c.distinct >= 0.95 * self.n_rows
-            ):
+        counts = [f"(SELECT count(*) FROM (SELECT DISTINCT {row_hash} FROM {self.source()}))"]
+        exact = [
+            c
+            for c in self.columns
+            if c.present
+            and not c.distinct_exact
+            and (
+                self.n_rows <= EXACT_DISTINCT_MAX_ROWS
                 # Estimates are within a few percent: only a near-unique one can be an ID.
-                agg.add(("distinct", c.index), f"count(DISTINCT {c.v})")
-        result = agg.run(self.con, self.source())
-        self.n_duplicates = int(result[("duplicates", 0)])
-        for c in self.columns:
-            if ("distinct", c.index) in result:
-                c.distinct, c.distinct_exact = int(result[("distinct", c.index)]), True
+                or (_could_be_id(c, self.n_rows) and c.distinct >= 0.95 * self.n_rows)
+            )
+        ]
+        counts += [
+            f"(SELECT count(*) FROM (SELECT DISTINCT {c.v} FROM {self.source([c])} "
+            f"WHERE {c.v} IS NOT NULL))"
+            for c in exact
+        ]
+        distinct_rows, *distinct = _one(self.con.execute(f"SELECT {', '.join(counts)}"))
+        self.n_duplicates = self.n_rows - int(distinct_rows)
+        for c, n in zip(exact, distinct, strict=True):
+            c.distinct, c.distinct_exact = int(n), True
 
     def _scan_quantiles(self) -> None:
         """Exact quantiles, or quantiles of a large Bernoulli sample of a large table."""
         with_values = [c for c in self.columns if c.has_stats and c.stats["n_stat"]]
-        if not with_values:
-            return
-        qs = "[" + ", ".join(repr(q) for q in QUANTILES) + "]"
-        sql = ", ".join(f"quantile_cont({c.s}, {qs})" for c in with_values)
-        source = self.source(with_values)
         self.quantiles_exact = self.n_rows <= QUANTILE_SAMPLE_ROWS
+        sample = ""
         if not self.quantiles_exact:
             percent = 100.0 * QUANTILE_SAMPLE_ROWS / self.n_rows
             # A fixed seed keeps the profile of a dataset version reproducible.
-            source += f" USING SAMPLE bernoulli({percent:.6f}%) REPEATABLE (0)"
-        row = _one(self.con.execute(f"SELECT {sql} FROM {source}"))
-        for c, quantiles in zip(with_values, row, strict=True):
-            c.stats["quantiles"] = quantiles
+            sample = f" USING SAMPLE bernoulli({percent:.6f}%) REPEATABLE (0)"
+        # quantile_cont() keeps every value of its column in memory: bound each query's share.
+        per_query = max(1, QUANTILE_MAX_VALUES // min(self.n_rows, QUANTILE_SAMPLE_ROWS))
+        qs = "[" + ", ".join(repr(q) for q in QUANTILES) + "]"
+        for start in range(0, len(with_values), per_query):
+            batch = with_values[start : start + per_query]
+            sql = ", ".join(f"quantile_cont({c.s}, {qs})" for c in batch)
+            row = _one(self.con.execute(f"SELECT {sql} FROM {self.source(batch)}{sample}"))
+            for c, quantiles in zip(batch, row, strict=True):
+                c.stats["quantiles"] = quantiles
 
     def _scan_histograms_and_top_values(self) -> None:
         """Histograms and top values: one small GROUP BY per column, in one UNION ALL."""
@@ -875,6 +910,31 @@ def _one(relation: duckdb.DuckDBPyConnection) -> tuple[Any, ...]:
     return row
 
 
+def _complete(c: _Column, n_rows: int) -> bool:
+    """Whether every row has a finite value in this column."""
+    return c.stats["n_stat"] == n_rows
+
+
+def _pearson(
+    k: int | None,
+    sa: float | None,
+    sb: float | None,
+    sa2: float | None,
+    sb2: float | None,
+    sab: float | None,
+) -> float | None:
+    """Pearson's r from sums over ``k`` rows of deviations ``a``, ``b`` from any fixed points:
+    ``sa = Σa``, ``sa2 = Σa²``, ``sab = Σab``...; None when a column does not vary there."""
+    if not k or k < 2 or None in (sa, sb, sa2, sb2, sab):
+        return None
+    var_a, var_b = sa2 - sa * sa / k, sb2 - sb * sb / k
+    # Rounding leaves a constant column a tiny variance; it has no correlation.
+    if var_a <= 1e-12 * sa2 or var_b <= 1e-12 * sb2:
+        return None
+    r = _finite((sab - sa * sb / k) / math.sqrt(var_a * var_b))
+    return None if r is None else max(-1.0, min(1.0, r))
+
+
 def _varies(c: _Column) -> bool:
     return bool(c.stats.get("n_stat")) and c.stats["min"] != c.stats["max"]
 
@@ -899,15 +959,18 @@ class _Bins:
 
 
 def _bins(c: _Column, lo: float | int, hi: float | int) -> _Bins:
-    """Choose histogram bins: one per value for short integer or day ranges, else equal width."""
+    """Histogram bins: ``HISTOGRAM_BINS`` equal slices of ``[lo, hi]``, except that integer
+    and date columns get half-open bins a whole number of values (days) wide, so that every
+    bin can hold as many distinct values as the next and none shows a spurious dip."""
     if lo == hi:
         return _Bins(float(lo), 0.0, 1, (float(lo), float(hi)))
     unit = 1 if c.family == "integer" else _DAY_SECONDS if c.family == "date" else None
-    if unit is not None and (hi - lo) / unit < HISTOGRAM_BINS:
-        n_bins = int(round((hi - lo) / unit)) + 1
-        # Half-open unit bins [k, k+1) so each holds exactly one integer or one day.
-        edges = tuple(float(lo) + k * unit for k in range(n_bins + 1))
-        return _Bins(float(lo), float(unit), n_bins, edges)
+    if unit is not None:
+        span = round((hi - lo) / unit) + 1  # possible values, min and max included
+        width = math.ceil(span / HISTOGRAM_BINS) * unit
+        n_bins = math.ceil(span * unit / width)
+        edges = tuple(float(lo) + k * width for k in range(n_bins + 1))
+        return _Bins(float(lo), float(width), n_bins, edges)
     width = (float(hi) - float(lo)) / HISTOGRAM_BINS
     edges = tuple(float(lo) + k * width for k in range(HISTOGRAM_BINS)) + (float(hi),)
     return _Bins(float(lo), width, HISTOGRAM_BINS, edges)

@@ -105,6 +105,16 @@ def test_short_integer_range_gets_one_bin_per_value(tmp_path):
     assert (v.n_distinct, v.distinct_exact) == (4, True)
 
 
+def test_integer_bins_are_whole_numbers_wide(tmp_path):
+    p = compute_profile(write_parquet(tmp_path, "SELECT i AS n, i % 53 AS m FROM range(100) t(i)"))
+    n = p.column("n")
+    assert n.histogram.edges == tuple(range(0, 101, 4))
+    assert n.histogram.counts == (4,) * 25
+    m = p.column("m")  # 0..52: 53 values in bins 3 wide
+    assert m.histogram.edges == tuple(range(0, 55, 3))
+    assert sum(m.histogram.counts) == 100 and m.histogram.counts[-1] == 2
+
+
 def test_top_values_are_exact_and_ordered(tmp_path):
     path = write_parquet(
         tmp_path,
@@ -157,6 +167,22 @@ def test_correlations_of_perfectly_related_columns(tmp_path):
     # Pairs with missing values are correlated on the rows where both have a value.
     assert p.correlation("a", "with_gaps") == pytest.approx(1.0)
     assert abs(p.correlation("a", "noise")) < 0.5
+
+
+def test_correlations_with_gaps_match_duckdb_corr(tmp_path):
+    path = write_parquet(
+        tmp_path,
+        "SELECT CASE WHEN i % 3 = 0 THEN NULL ELSE sin(i) END AS x, "
+        "CASE WHEN i % 5 = 0 THEN NULL ELSE sin(i) + cos(i / 7) END AS y, "
+        "cos(i) * i AS z FROM range(300) t(i)",
+    )
+    p = compute_profile(path)
+    with duckdb.connect() as con:
+        expected = con.execute(
+            f"SELECT corr(x, y), corr(x, z), corr(y, z) FROM '{path}'"
+        ).fetchone()
+    got = (p.correlation("x", "y"), p.correlation("x", "z"), p.correlation("y", "z"))
+    assert got == pytest.approx(expected, abs=1e-12)
     with pytest.raises(KeyError, match="label"):
         p.correlation("a", "label")
 
@@ -332,8 +358,8 @@ def test_large_table_paths_sample_and_estimate(tmp_path, monkeypatch):
     monkeypatch.setattr(profiling, "EXACT_TOP_VALUES_MAX_DISTINCT", 100)
     path = write_parquet(
         tmp_path,
-        "SELECT i::DOUBLE AS u, CASE WHEN i % 4 = 0 THEN 'hot' ELSE 'w' || i END AS word "
-        "FROM range(20000) t(i)",
+        "SELECT i::DOUBLE AS u, CASE WHEN i % 4 = 0 THEN 'hot' ELSE 'w' || i END AS word, "
+        "'note ' || i AS note FROM range(20000) t(i)",
     )
     p = compute_profile(path)
     assert not p.quantiles_exact
@@ -344,6 +370,7 @@ def test_large_table_paths_sample_and_estimate(tmp_path, monkeypatch):
     word = p.column("word")
     assert not word.distinct_exact
     assert (word.top_values[0].value, word.top_values[0].count) == ("hot", 5_000)
+    assert p.column("note").top_values == ()  # all different: no value is more frequent
 
 
 def test_profile_round_trips_through_json(tmp_path):
