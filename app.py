@@ -10,7 +10,9 @@ st.set_page_config(page_title="Pond", page_icon="🪷", layout="wide")
 PAGES = [
     st.Page("pages/home.py", title="Home", icon=":material/home:", default=True),
     st.Page("pages/data.py", title="Data", icon=":material/table:"),
+    st.Page("pages/train.py", title="Train", icon=":material/model_training:"),
     st.Page("pages/registry.py", title="Registry", icon=":material/inventory_2:"),
+    st.Page("pages/evaluate.py", title="Evaluate", icon=":material/analytics:"),
 ]
 
 user = st.session_state.get("user")

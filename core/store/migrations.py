@@ -202,11 +202,42 @@ REGISTRY = _sql(
 )
 
 
+EVALUATION = _sql(
+    # One row per evaluation of a model version (or of plain text columns, where
+    # model_name is null) on one dataset version. The dataset's content hash is
+    # kept so a reviewer knows exactly which rows were scored. Curves, confusion
+    # matrices, segments and per-example scores can be large, so they live in a
+    # content-addressed artifact named by details_sha256.
+    "CREATE SEQUENCE evaluations_id START 1",
+    """CREATE TABLE evaluations (
+        id BIGINT PRIMARY KEY DEFAULT nextval('evaluations_id'),
+        model_name TEXT,
+        version INTEGER,
+        dataset_name TEXT NOT NULL,
+        dataset_version INTEGER NOT NULL,
+        dataset_sha256 TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        task TEXT NOT NULL,
+        row_count BIGINT NOT NULL,
+        columns JSON NOT NULL,
+        metrics JSON NOT NULL,
+        main_metric TEXT,
+        details_sha256 TEXT,
+        implementation JSON NOT NULL,
+        warnings JSON NOT NULL,
+        created_by TEXT NOT NULL,
+        created_at TIMESTAMPTZ NOT NULL DEFAULT current_timestamp
+    )""",
+    "CREATE INDEX evaluations_version ON evaluations(model_name, version)",
+    "CREATE INDEX evaluations_dataset ON evaluations(dataset_name, dataset_version)",
+)
+
 
 # Append new migrations at the end; never edit or reorder a released one.
 MIGRATIONS: list[Migration] = [
     Migration(1, "foundation", FOUNDATION),
     Migration(2, "registry", REGISTRY),
+    Migration(3, "evaluation", EVALUATION),
 ]
 
 

@@ -1,0 +1,1 @@
+"""Pond's `bleu` module for Hugging Face `evaluate`, loaded by path (see core.text_metrics)."""

@@ -1,0 +1,1 @@
+"""Pond's `sacrebleu` module for Hugging Face `evaluate`, loaded by path (see core.text_metrics)."""
