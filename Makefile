@@ -19,7 +19,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade uv
-	$(BIN)/uv pip install --python $(BIN)/python $(UV_FLAGS) -e ".[dev]"
+	$(BIN)/uv pip install --python $(BIN)/python $(UV_FLAGS) -e ".[dev,llm]"
 	rm -f $(VENV)/.installed-*
 	touch $(STAMP)
 

@@ -1171,3 +1171,30 @@ def dataset_choices(ws: Workspace) -> list[str]:
     """Every dataset version as "name:version", newest version of each dataset first."""
     found = datasets.list_versions(ws)
     return [dv.ref for dv in sorted(found, key=lambda d: (d.name, -d.version))]
+
+
+def evaluate_text_model(
+    ws: Workspace,
+    model_ref: str,
+    dataset_ref: str,
+    prompt_col: str,
+    references_col: str,
+    actor: User,
+    *,
+    smooth_bleu: bool = False,
+) -> Evaluation:
+    """Score a fine-tuned text model's own generations for a column of prompts.
+
+    The model generates one text per prompt (torch is loaded only here) and the
+    texts are scored and stored on that version as `evaluate_text` does.
+
+    Raises:
+        PondError: the version is not a text model Pond fine-tuned; and as `evaluate_text`.
+    """
+    from core import finetune
+
+    return evaluate_text(
+        ws, dataset_ref, None, references_col, actor, model_ref=model_ref,
+        prompt_col=prompt_col, generate=finetune.generator_for(ws, model_ref),
+        smooth_bleu=smooth_bleu,
+    )

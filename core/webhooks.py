@@ -12,6 +12,10 @@ finishes its deliveries before it exits.
 
 Receivers verify `X-Pond-Signature-256: sha256=<hex>` as
 `hmac.new(secret, raw_body, sha256)`, the scheme GitHub uses.
+
+Drift alerts (`core.drift`) use the same delivery: hooks may subscribe to
+`drift_alert`, and an alert policy's own URL is sent through `dispatch` with a
+`settle` function that records the outcome in the alert's delivery table.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -57,6 +62,7 @@ class WebhookEvent(StrEnum):
     VERSION_REJECTED = "version_rejected"
     ALIAS_MOVED = "alias_moved"
     VERSION_ARCHIVED = "version_archived"
+    DRIFT_ALERT = "drift_alert"
 
 
 class DeliveryOutcome(StrEnum):
@@ -287,11 +293,35 @@ _threads: set[threading.Thread] = set()
 _threads_guard = threading.Lock()
 
 
-def dispatch(ws: Workspace, pending: list[PendingDelivery]) -> None:
-    """Send committed deliveries from background threads and return at once."""
+# Records one finished delivery: (connection, delivery id, outcome, attempts, status, error).
+Settle = Callable[
+    [duckdb.DuckDBPyConnection, int, DeliveryOutcome, int, int | None, str | None], None
+]
+
+
+def _settle_registry(
+    con: duckdb.DuckDBPyConnection, delivery_id: int, outcome: DeliveryOutcome, attempts: int,
+    status: int | None, error: str | None,
+) -> None:
+    hook_rows.settle_delivery(
+        con, delivery_id, outcome=outcome.value, attempts=attempts, response_status=status,
+        error=error,
+    )
+
+
+def dispatch(
+    ws: Workspace, pending: list[PendingDelivery], *, settle: Settle | None = None
+) -> None:
+    """Send committed deliveries from background threads and return at once.
+
+    Args:
+        settle: where each outcome is recorded (default: the registry's
+            `webhook_deliveries`); drift alerts pass their own.
+    """
     for item in pending:
         thread = threading.Thread(
-            target=_deliver_and_settle, args=(ws, item), name=f"pond-webhook-{item.delivery_id}"
+            target=_deliver_and_settle, args=(ws, item, settle or _settle_registry),
+            name=f"pond-webhook-{item.delivery_id}",
         )
         with _threads_guard:
             _threads.add(thread)
@@ -371,14 +401,13 @@ def deliver(item: PendingDelivery) -> tuple[DeliveryOutcome, int, int | None, st
     return DeliveryOutcome.FAILED, attempts, status, error
 
 
-def _deliver_and_settle(ws: Workspace, item: PendingDelivery) -> None:
+def _deliver_and_settle(
+    ws: Workspace, item: PendingDelivery, settle: Settle = _settle_registry
+) -> None:
     try:
         outcome, attempts, status, error = deliver(item)
         with store.transaction(ws) as con:
-            hook_rows.settle_delivery(
-                con, item.delivery_id, outcome=outcome.value, attempts=attempts,
-                response_status=status, error=error,
-            )
+            settle(con, item.delivery_id, outcome, attempts, status, error)
     except Exception:  # a background thread has no caller to raise to
         log.exception("webhook delivery %s could not be settled", item.delivery_id)
 

@@ -11,7 +11,7 @@ import streamlit as st
 
 from core import datasets, evaluation, explain
 from core import evaluation_charts as charts
-from core.errors import PondError
+from core.errors import InvalidInput, PondError
 from core.metrics import METRICS, TEXT_METRICS
 from pages._shared import metric_row, show_error, signed_in_user, workspace
 
@@ -147,21 +147,32 @@ def _text_tab() -> None:
     left, mid, right = st.columns(3)
     dataset_ref = left.selectbox("Dataset version", dataset_refs, key="eval_text_dataset")
     columns = _columns(dataset_ref)
-    predictions = mid.selectbox("Generated texts (predictions)", columns,
-                                key="eval_text_predictions")
+    source = st.radio("Generated texts come from",
+                      ["a column of the dataset", "a text model, from a prompt column"],
+                      horizontal=True, key="eval_text_source")
+    from_model = source.startswith("a text model")
+    predictions = mid.selectbox("Prompts" if from_model else "Generated texts (predictions)",
+                                columns, key="eval_text_predictions")
     references = right.selectbox("Reference texts", columns, key="eval_text_references",
                                  index=min(1, len(columns) - 1))
     all_refs = evaluation.model_choices(ws, flavor=None)
-    model_ref = st.selectbox("Store on model version (optional)", [NONE, *all_refs],
-                             key="eval_text_model")
+    model_ref = st.selectbox(
+        "Text model that generates" if from_model else "Store on model version (optional)",
+        [NONE, *all_refs], key="eval_text_model")
     if st.button("Compute text metrics", type="primary", key="eval_text_run"):
         try:
             with st.spinner("Scoring with BLEU, sacreBLEU, chrF and ROUGE (loading the metric "
                             "library takes a few seconds the first time)…"):
-                st.session_state["eval_text_result"] = evaluation.evaluate_text(
-                    ws, dataset_ref, predictions, references, user,
-                    model_ref=None if model_ref == NONE else model_ref,
-                )
+                if from_model:
+                    if model_ref == NONE:
+                        raise InvalidInput("pick the text model that generates the texts")
+                    st.session_state["eval_text_result"] = evaluation.evaluate_text_model(
+                        ws, model_ref, dataset_ref, predictions, references, user)
+                else:
+                    st.session_state["eval_text_result"] = evaluation.evaluate_text(
+                        ws, dataset_ref, predictions, references, user,
+                        model_ref=None if model_ref == NONE else model_ref,
+                    )
         except PondError as exc:
             show_error(exc)
     found = st.session_state["eval_text_result"]

@@ -127,3 +127,15 @@ def test_audit_rows_are_appended(tmp_path):
     with store.read(ws) as con:
         rows = con.execute("SELECT actor, action, details FROM audit_log").fetchall()
     assert rows[0][0] == "ana" and rows[0][1] == "dataset_created"
+
+
+def test_a_migration_numbered_below_the_latest_applied_one_still_runs(tmp_path, monkeypatch):
+    ws = store.open_workspace(tmp_path / "w")
+    late = migrations.Migration(
+        0, "late", lambda con: con.execute("CREATE TABLE late_table (x INTEGER)")
+    )
+    monkeypatch.setattr(migrations, "MIGRATIONS", [late, *migrations.MIGRATIONS])
+    with pytest.raises(SchemaOutdated):
+        migrations.check_schema(ws)
+    assert migrations.migrate(ws) == [0]
+    migrations.check_schema(ws)

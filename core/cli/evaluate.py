@@ -33,6 +33,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="also compute the metrics per value of this categorical column")
     p.add_argument("--predictions", metavar="COL",
                    help="column of generated texts: score them with BLEU, ROUGE, sacreBLEU, chrF")
+    p.add_argument("--prompt-col", dest="prompts", metavar="COL",
+                   help="with --model (a fine-tuned text model) and --references: generate "
+                   "from this column of prompts and score the generations")
     p.add_argument("--references", metavar="COL",
                    help="column of reference texts (a text, or a list of texts per row)")
     p.add_argument("--smooth-bleu", action="store_true",
@@ -72,12 +75,25 @@ def _fmt(value: Any) -> str:
 def _evaluate(args: argparse.Namespace) -> None:
     if not args.dataset:
         raise InvalidInput("name a dataset: --dataset NAME[:VERSION]")
-    if (args.predictions is None) != (args.references is None):
+    if args.prompts is not None:
+        if not args.model or args.references is None or args.predictions is not None:
+            raise InvalidInput(
+                "a text model's own generations need --model NAME[@ALIAS|:VERSION], "
+                "--prompt-col COL and --references COL (and no --predictions)"
+            )
+    elif (args.predictions is None) != (args.references is None):
         raise InvalidInput("text evaluation needs both --predictions COL and --references COL")
     if args.top < 0:
         raise InvalidInput(f"The '--top' option must be an int >= 0. Got {args.top} instead.")
     ws = workspace(args)
     user = actor(args, ws)
+    if args.prompts is not None:
+        found = evaluation.evaluate_text_model(
+            ws, args.model, args.dataset, args.prompts, args.references, user,
+            smooth_bleu=args.smooth_bleu,
+        )
+        _print_text(args, found)
+        return
     if args.predictions is not None:
         if args.segment:
             raise InvalidInput("--segment applies to tabular evaluation, not to text metrics")

@@ -201,6 +201,22 @@ REGISTRY = _sql(
     "CREATE INDEX webhook_deliveries_webhook ON webhook_deliveries(webhook_id)",
 )
 
+SERVING = _sql(
+    # API tokens for the REST server. Only the sha256 of a token is kept (a token
+    # is 32 random bytes, so a plain hash is enough; no salt or slow hash is needed)
+    # and its last four characters, so people can tell tokens apart in a list.
+    "CREATE SEQUENCE api_tokens_id START 1",
+    """CREATE TABLE api_tokens (
+        id BIGINT PRIMARY KEY DEFAULT nextval('api_tokens_id'),
+        name TEXT NOT NULL,
+        token_sha256 TEXT NOT NULL UNIQUE,
+        last4 TEXT NOT NULL,
+        created_by TEXT NOT NULL,
+        created_at TIMESTAMPTZ NOT NULL DEFAULT current_timestamp,
+        revoked_by TEXT,
+        revoked_at TIMESTAMPTZ
+    )""",
+)
 
 EVALUATION = _sql(
     # One row per evaluation of a model version (or of plain text columns, where
@@ -232,12 +248,105 @@ EVALUATION = _sql(
     "CREATE INDEX evaluations_dataset ON evaluations(dataset_name, dataset_version)",
 )
 
+DRIFT = _sql(
+    # Reference statistics, computed once per dataset content hash (scope "columns") or per
+    # model version on that data (scope "predictions:<model>:<version>"). The sorted values of
+    # numeric columns are artifacts named in `stats`; they are also rows of `artifacts`.
+    """CREATE TABLE drift_reference_stats (
+        content_sha256 TEXT NOT NULL,
+        scope TEXT NOT NULL,
+        dataset_name TEXT NOT NULL,
+        dataset_version INTEGER NOT NULL,
+        row_count BIGINT NOT NULL,
+        stats JSON NOT NULL,
+        seconds DOUBLE NOT NULL,
+        created_by TEXT NOT NULL,
+        created_at TIMESTAMPTZ NOT NULL DEFAULT current_timestamp,
+        PRIMARY KEY (content_sha256, scope)
+    )""",
+    # One row per drift report: what was compared with what, by whom, and every column's
+    # result (test, score, threshold, verdict, distributions) as JSON.
+    "CREATE SEQUENCE drift_reports_id START 1",
+    """CREATE TABLE drift_reports (
+        id BIGINT PRIMARY KEY DEFAULT nextval('drift_reports_id'),
+        model_name TEXT,
+        model_version INTEGER,
+        reference_name TEXT NOT NULL,
+        reference_version INTEGER NOT NULL,
+        reference_sha256 TEXT NOT NULL,
+        current_kind TEXT NOT NULL,
+        current_name TEXT,
+        current_version INTEGER,
+        current_sha256 TEXT,
+        window_spec TEXT,
+        window_start TIMESTAMPTZ,
+        window_end TIMESTAMPTZ,
+        reference_rows BIGINT NOT NULL,
+        current_rows BIGINT NOT NULL,
+        columns_tested INTEGER NOT NULL,
+        columns_drifted INTEGER NOT NULL,
+        drifted_share DOUBLE,
+        drift_share_threshold DOUBLE NOT NULL,
+        dataset_drift BOOLEAN NOT NULL,
+        results JSON NOT NULL,
+        seconds DOUBLE NOT NULL,
+        created_by TEXT NOT NULL,
+        created_at TIMESTAMPTZ NOT NULL DEFAULT current_timestamp
+    )""",
+    "CREATE INDEX drift_reports_model ON drift_reports(model_name)",
+    # One alert policy per model; a later `set_policy` replaces it.
+    """CREATE TABLE drift_alert_policies (
+        model_name TEXT PRIMARY KEY,
+        max_drift_share DOUBLE,
+        watched_columns JSON NOT NULL,
+        metric TEXT,
+        metric_limit DOUBLE,
+        webhook_url TEXT,
+        webhook_secret TEXT,
+        enabled BOOLEAN NOT NULL,
+        updated_by TEXT NOT NULL,
+        updated_at TIMESTAMPTZ NOT NULL DEFAULT current_timestamp
+    )""",
+    "CREATE SEQUENCE drift_alerts_id START 1",
+    """CREATE TABLE drift_alerts (
+        id BIGINT PRIMARY KEY DEFAULT nextval('drift_alerts_id'),
+        model_name TEXT NOT NULL,
+        model_version INTEGER,
+        condition TEXT NOT NULL,
+        message TEXT NOT NULL,
+        details JSON NOT NULL,
+        report_id BIGINT,
+        fired_by TEXT NOT NULL,
+        fired_at TIMESTAMPTZ NOT NULL DEFAULT current_timestamp,
+        acknowledged_by TEXT,
+        acknowledged_at TIMESTAMPTZ,
+        acknowledge_comment TEXT
+    )""",
+    "CREATE INDEX drift_alerts_model ON drift_alerts(model_name)",
+    # Webhook POSTs of alerts: written `pending` with the alert (an outbox), settled after.
+    "CREATE SEQUENCE drift_alert_deliveries_id START 1",
+    """CREATE TABLE drift_alert_deliveries (
+        id BIGINT PRIMARY KEY DEFAULT nextval('drift_alert_deliveries_id'),
+        alert_id BIGINT NOT NULL,
+        url TEXT NOT NULL,
+        payload JSON NOT NULL,
+        outcome TEXT NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        response_status INTEGER,
+        error TEXT,
+        created_at TIMESTAMPTZ NOT NULL DEFAULT current_timestamp,
+        finished_at TIMESTAMPTZ
+    )""",
+    "CREATE INDEX drift_alert_deliveries_alert ON drift_alert_deliveries(alert_id)",
+)
 
 # Append new migrations at the end; never edit or reorder a released one.
 MIGRATIONS: list[Migration] = [
     Migration(1, "foundation", FOUNDATION),
     Migration(2, "registry", REGISTRY),
     Migration(3, "evaluation", EVALUATION),
+    Migration(4, "serving", SERVING),
+    Migration(5, "drift", DRIFT),
 ]
 
 
@@ -263,6 +372,13 @@ def current_version(con: duckdb.DuckDBPyConnection) -> int:
     return con.execute("SELECT coalesce(max(number), 0) FROM _migrations").fetchall()[0][0]
 
 
+def applied_numbers(con: duckdb.DuckDBPyConnection) -> set[int]:
+    """The numbers of every migration this database has recorded."""
+    if current_version(con) == 0:
+        return set()
+    return {r[0] for r in con.execute("SELECT number FROM _migrations").fetchall()}
+
+
 def migrate(ws: Workspace, target: int | None = None) -> list[int]:
     """Apply pending migrations in order, each in its own transaction.
 
@@ -277,13 +393,16 @@ def migrate(ws: Workspace, target: int | None = None) -> list[int]:
     with raw_connect(ws, write=True) as con:
         _ensure_table(con)
         have = current_version(con)
+        done = applied_numbers(con)
         if have > latest_version():
             raise PondError(
                 f"workspace {ws.home} has schema {have}, newer than this Pond knows "
                 f"({latest_version()}); upgrade Pond"
             )
         for migration in MIGRATIONS:
-            if migration.number <= have or migration.number > target:
+            # Any number not yet recorded is applied, even below the highest one, so a
+            # migration merged after a later-numbered one still reaches old workspaces.
+            if migration.number in done or migration.number > target:
                 continue
 
             def run(m: Migration = migration) -> None:
@@ -307,7 +426,8 @@ def check_schema(ws: Workspace) -> None:
     """Raise `SchemaOutdated` with the exact upgrade command when migrations are pending."""
     with raw_connect(ws, write=False) as con:
         have = current_version(con)
-    if have < latest_version():
+        done = applied_numbers(con)
+    if have < latest_version() or {m.number for m in MIGRATIONS} - done:
         raise SchemaOutdated(
             f"workspace {ws.home} is at schema {have}, this Pond needs {latest_version()}; "
             f"upgrade it in place with: pond migrate --home {ws.home}"
