@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from core import datasets, registry, store
+from core import datasets, drift, registry, store
 from core.store import Workspace
 from core.store import audit as audit_rows
 
@@ -54,5 +54,6 @@ def workspace_overview(ws: Workspace, *, activity_limit: int = 15) -> Overview:
         dataset_versions=len(versions),
         models=models,
         pending_reviews=reviews,
+        alerts=drift.open_alerts(ws),
         recent_activity=activity,
     )
