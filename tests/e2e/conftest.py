@@ -9,6 +9,7 @@ they fail instead.
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -84,13 +85,22 @@ def browser():
         b.close()
 
 
-@pytest.fixture
-def demo_home(tmp_path) -> Path:
-    """A seeded demo workspace, as `make app` makes it."""
+@pytest.fixture(scope="session")
+def _demo_template(tmp_path_factory) -> Path:
+    """The demo workspace `make app` makes, seeded once (it trains and serves)."""
+    _require_browser()
     from core import demo, store
 
-    home = tmp_path / "pond"
+    home = tmp_path_factory.mktemp("demo") / "pond"
     demo.seed(store.open_workspace(home))
+    return home
+
+
+@pytest.fixture
+def demo_home(_demo_template, tmp_path) -> Path:
+    """A fresh copy of the seeded demo workspace for one test."""
+    home = tmp_path / "pond"
+    shutil.copytree(_demo_template, home)
     return home
 
 
