@@ -6,7 +6,9 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
 # A CPU build of torch lies on this machine's disk; pointing uv at pip's find-links
 # folder keeps it from pulling a multi-GB CUDA build from PyPI.
 WHEELS := $(shell $(PYTHON) -m pip config get global.find-links 2>/dev/null || echo /opt/wheels)
-UV_FLAGS := $(if $(wildcard $(WHEELS)/torch-*),--find-links $(WHEELS),)
+# Naming the wheel itself pins it; with only --find-links uv still prefers PyPI's CUDA build.
+TORCH_WHEEL := $(firstword $(wildcard $(WHEELS)/torch-*+cpu-*.whl))
+UV_FLAGS := $(if $(TORCH_WHEEL),--find-links $(WHEELS) $(TORCH_WHEEL),)
 
 export HF_HUB_OFFLINE ?= 1
 export HF_EVALUATE_OFFLINE ?= 1
