@@ -208,7 +208,8 @@ def test_stop_event_keeps_the_best_so_far(diabetes):
     r = automl.train(diabetes, "target", time_budget=None, n_trials=50, seed=0, folds=3,
                      stop=stop, on_progress=on_progress)
     assert r.stop_reason == "stopped"
-    assert 2 <= len(r.history) <= 3
+    # Trials already under way when the stop came are recorded too (as 'stopped').
+    assert 2 <= len(r.history) < 50
     assert r.trials_completed >= 1 and r.holdout_score < r.baseline_score
 
 

@@ -4,6 +4,7 @@ rita (in her own browser session) approves it and makes it the champion."""
 from __future__ import annotations
 
 import pytest
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
 from core import auth, registry, store
 from tests.e2e.conftest import wait_idle
@@ -69,9 +70,19 @@ def test_request_then_approve_with_two_users(registered, app_url, browser, page,
         rita.get_by_text(f"{MODEL}:1 is now approved.").wait_for()
         wait_idle(rita)
 
-        rita.get_by_role("tab", name="Review & aliases").click()
-        panel = rita.get_by_role("tabpanel", name="Review & aliases")
-        panel.get_by_role("button", name="Point it at v1").click()
+        # The approval reran the page; on a busy machine the tab can be clicked while
+        # the rerun still replaces it, so wait for the run to end and click until it shows.
+        button = rita.get_by_role("tabpanel", name="Review & aliases").get_by_role(
+            "button", name="Point it at v1")
+        for _ in range(3):
+            rita.get_by_role("tab", name="Review & aliases").click()
+            wait_idle(rita)
+            try:
+                button.wait_for(timeout=20_000)
+                break
+            except PlaywrightTimeout:
+                continue
+        button.click()
         rita.get_by_text(f"{MODEL}@champion now points at v1.").wait_for()
     finally:
         rita_context.close()
