@@ -293,7 +293,7 @@ def test_explain_adds_shap_contributions(served):
         # The base value plus the contributions is the log-odds of "yes".
         assert row["raw_output"] == pytest.approx(
             row["base_value"] + sum(row["contributions"].values()))
-        assert 1 / (1 + np.exp(-row["raw_output"])) == pytest.approx(probabilities[1])
+        assert pytest.approx(probabilities[1]) == 1 / (1 + np.exp(-row["raw_output"]))
     plain = _predict(served["http"], "churn", {"records": [ONE], "explain": False}).json()
     assert "contributions" not in plain
 

@@ -68,7 +68,7 @@ def test_train_page_start_progress_result_register(ws, analyst):
     baseline = float(labels["Baseline (holdout)"])
     assert holdout < baseline / 2
     done, pruned = (int(n) for n in labels["Trials done / pruned"].split(" / "))
-    assert 1 <= done and done + pruned <= 3
+    assert done >= 1 and done + pruned <= 3
     # AppTest does not expose a dataframe's key; the best-params table is the only one.
     params = at.dataframe[0].value
     assert "learning_rate" in set(params["parameter"])
