@@ -1,6 +1,7 @@
 """REST serving under load: Pond's server beside `mlflow models serve` on one model.
 
-Run: .venv/bin/python bench/serve.py [--seconds 5] [--repeats 3] [--workers 1] [--skip-mlflow]
+Run: .venv/bin/python bench/serve.py [--seconds 5] [--repeats 3] [--workers N]
+     [--mlflow-workers N] [--skip-mlflow]
 
 What it does, all on loopback:
 
@@ -242,8 +243,8 @@ def mlflow_python(explicit: str | None) -> tuple[str | None, str]:
     return str(python), f"mlflow from {MLFLOW_VENV}"
 
 
-def start_mlflow(python: str, model_file: Path, scratch: Path) -> tuple[subprocess.Popen, str,
-                                                                          str]:
+def start_mlflow(python: str, model_file: Path, scratch: Path,
+                 workers: int = 1) -> tuple[subprocess.Popen, str, str]:
     model_dir = scratch / "mlflow-model"
     subprocess.run(
         [python, "-c", "import sys, lightgbm as lgb, mlflow.lightgbm; "
@@ -259,7 +260,7 @@ def start_mlflow(python: str, model_file: Path, scratch: Path) -> tuple[subproce
            "PATH": f"{Path(python).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
     proc = subprocess.Popen(
         [str(Path(python).parent / "mlflow"), "models", "serve", "-m", str(model_dir),
-         "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port)],
+         "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port), "-w", str(workers)],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, start_new_session=True,
     )
     wait_for(f"http://127.0.0.1:{port}/ping", proc, "mlflow models serve")
@@ -357,7 +358,11 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=5, help="length of each load run")
     parser.add_argument("--repeats", type=int, default=3,
                         help="runs per scenario and server; the table shows medians")
-    parser.add_argument("--workers", type=int, default=1, help="pond serve --workers")
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1,
+                        help="pond serve --workers (default: one per core, as the README "
+                        "advises)")
+    parser.add_argument("--mlflow-workers", type=int, default=1,
+                        help="mlflow models serve --workers (default: MLflow's own, 1)")
     parser.add_argument("--skip-mlflow", action="store_true", help="measure Pond only")
     parser.add_argument("--mlflow-python", help="a Python with mlflow and lightgbm")
     args = parser.parse_args()
@@ -401,11 +406,13 @@ def main() -> None:
             python, mlflow_note = mlflow_python(args.mlflow_python)
             if python is not None:
                 try:
-                    mlflow_proc, ml_url, version = start_mlflow(python, files["model.txt"],
-                                                                scratch)
-                    mlflow_note += f" (MLflow {version}, its default single worker)"
+                    mlflow_proc, ml_url, version = start_mlflow(
+                        python, files["model.txt"], scratch, args.mlflow_workers)
+                    mlflow_note += (f" (MLflow {version}, {args.mlflow_workers} worker"
+                                    f"{'s' if args.mlflow_workers > 1 else ''})")
                     targets.append(Target(
-                        f"mlflow {version}", ml_url, {"Content-Type": "application/json"},
+                        f"mlflow {version} ({args.mlflow_workers} worker"
+                        f"{'s' if args.mlflow_workers > 1 else ''})", ml_url, {"Content-Type": "application/json"},
                         {1: json.dumps({"dataframe_records": coded[:1]}).encode(),
                          1000: json.dumps({"dataframe_records": coded}).encode()},
                         mlflow_proc.pid,

@@ -131,6 +131,23 @@ class Contract:
             for f in self.features
         )
 
+    @cached_property
+    def _record_plan(self) -> tuple[tuple[Feature, int, dict[str, float] | None], ...]:
+        """Per feature: itself, its kind as 0 numeric / 1 category / 2 datetime, its codes."""
+        kinds = {NUMERIC: 0, CATEGORY: 1, DATETIME: 2}
+        return tuple(
+            (f, kinds[f.kind], codes) for f, codes in zip(self.features, self._level_codes, strict=True)
+        )
+
+    @cached_property
+    def json_classes(self) -> list[Any] | None:
+        """The classes as JSON values (see `json_label`), made once; do not modify."""
+        return None if self.classes is None else [json_label(c) for c in self.classes]
+
+    @cached_property
+    def _known_fields(self) -> frozenset[str]:
+        return frozenset(self.feature_names) | {self.target}
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "format_version": self.format_version,
@@ -281,50 +298,78 @@ def _seconds(value: Any, name: str, row: int) -> float:
     return float((stamp - _EPOCH) / _SECOND)
 
 
+def _missing_field(contract: Contract, record: Mapping[str, Any], i: int) -> InvalidInput:
+    missing = [n for n in contract.feature_names if n not in record]
+    return InvalidInput(
+        f"record {i} has no field {missing[0]!r}, which the model needs"
+        + (f" (also missing: {', '.join(map(repr, missing[1:]))})" if missing[1:] else "")
+        + "; send null for a missing value"
+    )
+
+
+def _slow_value(feature: Feature, codes: dict[str, float] | None, value: Any, i: int,
+                unseen: dict[str, int]) -> float:
+    """One value of a kind the fast paths of `encode_records` do not take."""
+    if _is_missing(value):
+        return math.nan
+    if feature.kind == NUMERIC:
+        return _number(value, feature.name, i)
+    if feature.kind == CATEGORY:
+        code = codes.get(level_key(value))  # type: ignore[union-attr]
+        if code is None:
+            unseen[feature.name] = unseen.get(feature.name, 0) + 1
+            return math.nan
+        return code
+    return _seconds(value, feature.name, i)
+
+
 def encode_records(contract: Contract, records: Sequence[Mapping[str, Any]]) -> Encoded:
     """The model input for a list of record dicts, without building a DataFrame.
 
-    Gives the same matrix as `encode_frame` on a frame of the same records.
+    Gives the same matrix as `encode_frame` on a frame of the same records. This
+    is the serving path for a few records, so the common JSON types (float, int,
+    str, None) take a direct branch per value and the matrix is built once from
+    a flat list; anything else goes through the general rules of `_slow_value`.
 
     Raises:
         InvalidInput: a record lacks a feature field (the message names it and
             the record), or a field holds a value of the wrong kind.
     """
-    features = contract.features
-    codes_by_column = contract._level_codes
-    matrix = np.empty((len(records), len(features)), dtype=np.float64)
+    plan = contract._record_plan
+    known = contract._known_fields
+    nan = math.nan
+    flat: list[float] = []
+    put = flat.append
     unseen: dict[str, int] = {}
     extra: set[str] = set()
-    known = set(contract.feature_names) | {contract.target}
     for i, record in enumerate(records):
         if not isinstance(record, Mapping):
             raise InvalidInput(f"record {i} must be an object of field names to values")
-        extra.update(record.keys() - known)
-        for j, feature in enumerate(features):
+        if len(record) != len(plan) or not known.issuperset(record):
+            extra.update(record.keys() - known)
+        for feature, kind, codes in plan:
             try:
                 value = record[feature.name]
             except KeyError:
-                missing = [n for n in contract.feature_names if n not in record]
-                raise InvalidInput(
-                    f"record {i} has no field {missing[0]!r}, which the model needs"
-                    + (f" (also missing: {', '.join(map(repr, missing[1:]))})" if missing[1:] else "")
-                    + "; send null for a missing value"
-                ) from None
-            if _is_missing(value):
-                matrix[i, j] = math.nan
-            elif feature.kind == NUMERIC:
-                matrix[i, j] = _number(value, feature.name, i)
-            elif feature.kind == CATEGORY:
-                code = codes_by_column[j].get(level_key(value))  # type: ignore[union-attr]
+                raise _missing_field(contract, record, i) from None
+            kind_of = type(value)
+            if value is None:
+                put(nan)
+            elif kind == 0 and kind_of is float:
+                put(value)
+            elif kind == 0 and kind_of is int:
+                put(float(value))
+            elif kind == 1 and kind_of is str:
+                code = codes.get(value)  # type: ignore[union-attr]
                 if code is None:
                     unseen[feature.name] = unseen.get(feature.name, 0) + 1
-                    matrix[i, j] = math.nan
+                    put(nan)
                 else:
-                    matrix[i, j] = code
+                    put(code)
             else:
-                matrix[i, j] = _seconds(value, feature.name, i)
-    ignored = tuple(sorted(extra))
-    return Encoded(matrix, ignored, unseen)
+                put(_slow_value(feature, codes, value, i, unseen))
+    matrix = np.array(flat, dtype=np.float64).reshape(len(records), len(plan))
+    return Encoded(matrix, tuple(sorted(extra)), unseen)
 
 
 @dataclass(frozen=True)
@@ -351,8 +396,17 @@ def raw_output(booster: Any, contract: Contract, matrix: np.ndarray) -> np.ndarr
     """The booster's output on an encoded matrix: (n, k) probabilities or (n,) numbers."""
     raw = np.asarray(booster.predict(matrix), dtype=np.float64)
     if contract.task == "binary":
-        return np.column_stack([1.0 - raw, raw])
+        return binary_columns(raw)
     return raw
+
+
+def binary_columns(raw: np.ndarray) -> np.ndarray:
+    """(n, 2) probabilities [1 - p, p] from a binary model's (n,) output p
+    (what `np.column_stack([1 - p, p])` gives, without its overhead on small inputs)."""
+    out = np.empty((raw.shape[0], 2), dtype=np.float64)
+    np.subtract(1.0, raw, out=out[:, 0])
+    out[:, 1] = raw
+    return out
 
 
 def _prediction(contract: Contract, encoded: Encoded, output: np.ndarray) -> Prediction:
@@ -472,7 +526,7 @@ class FastPredictor:
         if encoded.matrix.shape[0] == 0:
             return _empty(self.contract, encoded)
         raw = self._raw(encoded.matrix)
-        output = np.column_stack([1.0 - raw, raw]) if self.contract.task == "binary" else raw
+        output = binary_columns(raw) if self.contract.task == "binary" else raw
         return _prediction(self.contract, encoded, output)
 
     def close(self) -> None:

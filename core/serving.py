@@ -19,7 +19,10 @@ How it stays fast and safe beside the app and the jobs:
   with one thread (one record: LightGBM's single-row fast path,
   `ServingBooster`); the server scales with worker processes (`--workers`)
   instead, because LightGBM's own threads make single-record latency collapse
-  under load. Predictions go through a raw ASGI path (`PredictFastPath`).
+  under load. Predictions go through a raw ASGI path (`_ServingApp`). The
+  background refresher and log writer stay light (a refresh reads the workspace
+  only when its files changed), and the GIL switch interval is short, so they
+  do not stall requests.
 - Every request to a served model, answered or refused, becomes one row of
   the Parquet inference log (`core.inference_log`) before its response leaves.
 
@@ -32,6 +35,7 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
+import dataclasses
 import gc
 import importlib
 import itertools
@@ -39,6 +43,7 @@ import logging
 import math
 import os
 import re
+import sys
 import threading
 import time
 import uuid
@@ -54,11 +59,10 @@ import orjson
 import pandas as pd
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 
 from core import inference_log, model_contract, registry, store
 from core.errors import InvalidInput, NotFound, PondError, TamperedArtifact
@@ -75,6 +79,12 @@ REFRESH_SECONDS = 2.0
 # A version that failed to load (tampered, unreadable) is retried this often, so
 # restoring its files from a backup brings it back without a restart.
 RETRY_UNAVAILABLE_SECONDS = 60.0
+# A refresh reads the workspace when its files changed, and at least this often.
+FULL_REFRESH_SECONDS = 30.0
+# How long a thread may hold the GIL while others wait (Python's default is 5 ms). The
+# log writer and the refresher run Python in the background; with the default, a request
+# that releases the GIL for a socket write can wait milliseconds to get it back.
+SWITCH_INTERVAL_S = 0.0005
 MAX_BODY_BYTES = 10 * 1024 * 1024
 MAX_RECORDS = 10_000
 # Batches above this are predicted in a worker thread, so one big request does
@@ -190,7 +200,8 @@ class ServingBooster:
     numbers; if the C API is not there, every call takes the normal path.
     """
 
-    __slots__ = ("booster", "_fast", "_width", "_outputs", "_lib", "_predict_fast")
+    __slots__ = ("booster", "_fast", "_width", "_outputs", "_lib", "_predict_fast", "_row",
+                 "_row_address", "_length", "_lock")
 
     def __init__(self, booster: Any, n_features: int) -> None:
         from lightgbm import basic
@@ -201,6 +212,10 @@ class ServingBooster:
         self._lib = basic
         self._fast: Any = None
         self._predict_fast: Any = None
+        self._row = np.zeros(n_features, dtype=np.float64)
+        self._row_address = self._row.ctypes.data
+        self._length = ctypes.byref(ctypes.c_int64())
+        self._lock = threading.Lock()
         try:
             self._predict_fast = ctypes.PyDLL(
                 basic._LIB._name
@@ -220,12 +235,15 @@ class ServingBooster:
         return self.booster.predict(data, num_threads=1, **kwargs)
 
     def _predict_one(self, data: np.ndarray) -> np.ndarray:
-        row = np.ascontiguousarray(data[0], dtype=np.float64)
+        # One input buffer per booster, its address taken once (numpy's `.ctypes` costs
+        # microseconds per call); the lock keeps two threads from sharing it.
         out = np.empty(self._outputs, dtype=np.float64)
-        length = ctypes.c_int64()
-        self._lib._safe_call(
-            self._predict_fast(self._fast, row.ctypes.data, ctypes.byref(length), out.ctypes.data)
-        )
+        with self._lock:
+            self._row[:] = data[0]
+            self._lib._safe_call(self._predict_fast(
+                self._fast, self._row_address, self._length,
+                out.__array_interface__["data"][0],
+            ))
         return out if self._outputs == 1 else out.reshape(1, self._outputs)
 
     def __del__(self) -> None:
@@ -357,6 +375,27 @@ def _load_served(ws: Workspace, name: str, version: int) -> ServedModel | Unavai
         return Unavailable(name, version, "model_unavailable",
                            f"model '{name}' version {version} could not be loaded: {message}",
                            now)
+
+
+def workspace_stamp(ws: Workspace) -> tuple[Any, ...]:
+    """Size, modification time and inode of the workspace database and its WAL: any
+    commit changes one of them."""
+    out: list[Any] = []
+    for path in (ws.db_path, ws.db_path.with_name(ws.db_path.name + ".wal")):
+        try:
+            info = os.stat(path)
+        except FileNotFoundError:
+            out.append(None)
+        else:
+            out.append((info.st_mtime_ns, info.st_size, info.st_ino))
+    return tuple(out)
+
+
+def _recent(stamp: tuple[Any, ...], seconds: float = 2.0) -> bool:
+    """Whether a file changed in the last `seconds` (file times are coarse: a second
+    commit within one tick could keep the same time, so recent files are re-read)."""
+    newest = max((part[0] for part in stamp if part is not None), default=0)
+    return time.time_ns() - newest < seconds * 1e9
 
 
 def load_snapshot(ws: Workspace, previous: Snapshot | None = None) -> Snapshot:
@@ -702,7 +741,7 @@ def predict_payload(served: ServedModel, payload: Any, request_id: str,
     if contract.classes is None:
         answer["predictions"] = output.tolist()
     else:
-        classes = [model_contract.json_label(c) for c in contract.classes]
+        classes = contract.json_classes
         answer["predictions"] = [classes[i] for i in output.argmax(axis=1).tolist()]
         answer["classes"] = classes
         answer["probabilities"] = output.tolist()
@@ -948,15 +987,32 @@ class ServingState:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._openapi: tuple[tuple, dict[str, Any]] | None = None
+        self._stamp: tuple[Any, ...] | None = None
+        self._full_refresh_at = -math.inf
         self._id_prefix = uuid.uuid4().hex[:16]
         self._id_counter = itertools.count(1)
 
     # lifecycle
 
-    def refresh(self) -> Snapshot:
-        """Re-read champions and tokens now; on failure keep serving the old snapshot."""
+    def refresh(self, *, force: bool = False) -> Snapshot:
+        """Re-read champions and tokens now; on failure keep serving the old snapshot.
+
+        Opening the workspace costs tens of milliseconds of CPU, taken from requests
+        (it holds the GIL), so a refresh first compares the database files' size and
+        modification time with the last read's: nothing committed, nothing to read.
+        A full read still happens every `FULL_REFRESH_SECONDS` (refused models are
+        retried then), and when `force` is set.
+        """
         try:
+            stamp = workspace_stamp(self.ws)
+            now = time.monotonic()
+            if (not force and stamp == self._stamp and not _recent(stamp)
+                    and now - self._full_refresh_at < FULL_REFRESH_SECONDS):
+                self.snapshot = dataclasses.replace(self.snapshot, refreshed_at=datetime.now(UTC))
+                self.last_refresh_error = None
+                return self.snapshot
             self.snapshot = load_snapshot(self.ws, self.snapshot)
+            self._stamp, self._full_refresh_at = stamp, now
             self.last_refresh_error = None
         except Exception as exc:
             self.last_refresh_error = f"{type(exc).__name__}: {exc}"
@@ -965,6 +1021,7 @@ class ServingState:
 
     def start(self) -> None:
         """Load what is served, then start the refresher and the log writer."""
+        sys.setswitchinterval(SWITCH_INTERVAL_S)
         self.refresh()
         self.log.start()
         self._thread = threading.Thread(target=self._run, name="pond-refresh", daemon=True)
@@ -1235,7 +1292,7 @@ def _predict_operation(name: str | None, served: ServedModel | None,
             prediction: dict[str, Any] = {"type": "number"}
             extra: dict[str, Any] = {}
         else:
-            classes = [model_contract.json_label(c) for c in contract.classes]
+            classes = contract.json_classes
             prediction = {"enum": classes}
             extra = {
                 "classes": {"type": "array", "items": {"enum": classes}},
@@ -1446,7 +1503,7 @@ def create_app(
         finally:
             await asyncio.to_thread(state.stop)
 
-    app = Starlette(
+    app = _ServingApp(
         routes=[
             Route("/health", health, methods=["GET"]),
             Route("/v1/models", models, methods=["GET"]),
@@ -1454,7 +1511,6 @@ def create_app(
             Route("/openapi.json", openapi, methods=["GET"]),
             Route("/docs", docs, methods=["GET"]),
         ],
-        middleware=[Middleware(PredictFastPath, state=state)],
         exception_handlers={HTTPException: http_error, PondError: pond_error},
         lifespan=lifespan,
     )
@@ -1465,25 +1521,21 @@ def create_app(
 _PREDICT_PATH = re.compile(r"^/v1/models/([^/]+)/predict$")
 
 
-class PredictFastPath:
-    """ASGI middleware that hands `POST /v1/models/{name}/predict` straight to
-    `ServingState.predict`, skipping Starlette's request, routing and response
-    objects (about a fifth of a one-record request's CPU). The route it shortcuts
-    stays registered, so other methods still get Starlette's 405, and both paths
-    answer alike."""
-
-    def __init__(self, app: ASGIApp, state: ServingState) -> None:
-        self.app = app
-        self.state = state
+class _ServingApp(Starlette):
+    """Starlette, with `POST /v1/models/{name}/predict` handed straight to
+    `ServingState.predict` before Starlette's middleware, request, routing and
+    response objects (about a fifth of a one-record request's CPU). The route it
+    shortcuts stays registered, so other methods still get Starlette's 405, and
+    both paths answer alike; `ServingState.predict` never raises."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         match = (_PREDICT_PATH.match(scope["path"])
                  if scope["type"] == "http" and scope["method"] == "POST" else None)
         if match is None:
-            await self.app(scope, receive, send)
+            await super().__call__(scope, receive, send)
             return
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
-        answer = await self.state.predict(match.group(1), headers, receive)
+        answer = await self.state.serving.predict(match.group(1), headers, receive)
         await send({"type": "http.response.start", "status": answer.status, "headers": [
             (b"content-type", b"application/json"),
             (b"content-length", str(len(answer.body)).encode()),
