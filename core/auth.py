@@ -52,6 +52,7 @@ _ALLOWED: dict[str, frozenset[Role]] = {
     "manage_tokens": frozenset(),
     "manage_webhooks": frozenset(),
     "manage_schedules": frozenset(),
+    "manage_promotion": frozenset(),
 }
 
 _NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_.\-]{0,63}$")
@@ -72,6 +73,10 @@ class User:
 
 # The actor recorded when Pond itself acts (migrations, seeding, policies).
 SYSTEM = User("system", Role.ADMIN)
+# The actor recorded when a model's auto-promotion policy approves a retrained version and
+# moves its champion alias; a reviewer's rights, never an account anyone signs in with.
+POLICY = User("policy", Role.REVIEWER)
+BUILTIN_ACTORS = (SYSTEM, POLICY)
 
 
 def allowed(role: Role, action: str) -> bool:
@@ -156,6 +161,11 @@ def add_user(ws: Workspace, name: str, role: str | Role, password: str, *, actor
         raise InvalidInput(
             f"user name {name!r} is not allowed: use letters, digits, '.', '_' or '-', "
             "starting with a letter"
+        )
+    if name in {a.name for a in BUILTIN_ACTORS}:
+        raise InvalidInput(
+            f"user name {name!r} is reserved for Pond's own actions in the audit trail; "
+            "pick another name"
         )
     parsed = _parse_role(role)
     _check_password(password)

@@ -45,7 +45,7 @@ from typing import Any
 import duckdb
 
 from core import __version__, store, webhooks
-from core.auth import SYSTEM, Role, User, require
+from core.auth import BUILTIN_ACTORS, Role, User, require
 from core.errors import (
     IllegalTransition,
     InvalidInput,
@@ -672,7 +672,7 @@ def _live_actor(con: duckdb.DuckDBPyConnection, actor: User, action: str) -> Use
     """
     row = user_rows.get(con, actor.name)
     if row is None:
-        if actor == SYSTEM:
+        if actor in BUILTIN_ACTORS:
             return actor
         raise PermissionDenied(f"user '{actor.name}' no longer exists")
     fresh = User(name=row[0], role=Role(row[1]), disabled=row[2], created_at=row[3])
