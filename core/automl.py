@@ -1340,6 +1340,8 @@ def train(
     stop: StopSignal | None = None,
     n_jobs: int | None = None,
     holdout: pd.DataFrame | None = None,
+    space: Mapping[str, Mapping[str, Any]] | None = None,
+    warm_start: Mapping[str, Any] | None = None,
 ) -> TrainResult:
     """Find, refit and score the best LightGBM model for `target` within a budget.
 
@@ -1363,6 +1365,10 @@ def train(
         n_jobs: LightGBM threads (None: OpenMP's default).
         holdout: score on this frame instead of splitting a holdout off `frame`
             (then every row of `frame` is used for the search and the refit).
+        space: the search space to tune (None: `search_space` for this data); a retrain
+            passes the one its parent version recorded.
+        warm_start: parameters tried first (a retrain passes its parent's best), before
+            the usual starting points; they must lie inside the space.
 
     Returns:
         The `TrainResult`, with the refit booster and its contract.
@@ -1387,7 +1393,7 @@ def train(
     stop = _stop_signal(stop)
     data = prepare(frame, target, task=task, metric=metric, exclude=exclude, seed=seed)
     plan = _split(data, seed, folds, holdout)
-    space = search_space(data, plan.splits)
+    space = search_space(data, plan.splits) if space is None else {k: dict(v) for k, v in space.items()}
     spec = data.metric
     maximize = spec.higher_is_better
     name = study_name or f"pond-{datetime.now(UTC):%Y%m%d-%H%M%S}-{secrets.token_hex(3)}"
@@ -1437,6 +1443,8 @@ def train(
         )
         if created:
             study.set_user_attr("pond_config", config)
+            if warm_start:
+                study.enqueue_trial(dict(warm_start), skip_if_exists=True)
             for point in _starting_points(space):
                 study.enqueue_trial(point, skip_if_exists=True)
 
@@ -1807,7 +1815,11 @@ def train_dataset(
     # before the budget's clock starts rather than after the refit.
     import optuna.visualization  # noqa: F401
 
-    dv = datasets.resolve(ws, dataset) if isinstance(dataset, str) else dataset
+    from core import features  # a feature view version trains like a dataset version
+
+    view = features.training_input(ws, dataset, actor=actor)
+    dv = view.data if view else datasets.resolve(ws, dataset) if isinstance(dataset, str) else dataset
+    exclude = tuple(exclude) + (view.excluded(target, exclude) if view else ())
     if target not in dv.column_names:
         raise InvalidInput(_no_target_message(target, dv.column_names))
     name = study_name or new_study_name(dv.name, target)
@@ -1833,8 +1845,9 @@ def train_dataset(
         stop=stop,
         n_jobs=n_jobs,
     )
-    lineage = {"name": dv.name, "version": dv.version, "content_sha256": dv.content_sha256}
-    config = dict(result.training_config, dataset=f"{dv.name}:{dv.version}")
+    lineage = view.lineage if view else {
+        "name": dv.name, "version": dv.version, "content_sha256": dv.content_sha256}
+    config = dict(result.training_config, dataset=view.ref if view else f"{dv.name}:{dv.version}")
     return replace(result, dataset=lineage, training_config=config)
 
 
@@ -1880,7 +1893,7 @@ def lineage_for(result: Mapping[str, Any], parent_version: int | None = None) ->
     """
     return {
         "dataset": result.get("dataset"),
-        "feature_view": None,
+        "feature_view": (result.get("dataset") or {}).get("feature_view"),
         "training_config": result["training_config"],
         "search_space": result["search_space"],
         "optuna_study": {"storage": result["storage"], "name": result["study_name"]},

@@ -64,6 +64,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
+from core import features as feature_views
 from core import inference_log, model_contract, registry, store
 from core.errors import InvalidInput, NotFound, PondError, TamperedArtifact
 from core.inference_log import InferenceLogWriter, LogRow
@@ -286,6 +287,8 @@ class ServedModel:
     model: model_contract.LoadedModel | None
     loaded_at: datetime
     generator: Any = None
+    # A model trained on a feature view: its row-level steps, applied to each request.
+    features: Any = None
 
     @property
     def contract(self) -> model_contract.Contract | None:
@@ -365,7 +368,8 @@ def _load_served(ws: Workspace, name: str, version: int) -> ServedModel | Unavai
             ServingBooster(loaded.booster, len(loaded.contract.features)), loaded.contract
         )
         return ServedModel(name, version, found.task, found.flavor, "tabular", wrapped,
-                           loaded_at)
+                           loaded_at,
+                           features=feature_views.serving_transform(ws, found, loaded.contract))
     except TamperedArtifact as exc:
         log.error("not serving model '%s' version %s: %s", name, version, exc)
         return Unavailable(name, version, exc.code, exc.message, now)
@@ -730,6 +734,8 @@ def predict_payload(served: ServedModel, payload: Any, request_id: str,
             "models ({\"prompts\": [...]}) comes in a later Pond release"
         )
     contract = served.model.contract
+    if served.features is not None:  # same feature view steps as training, then the contract
+        items = served.features.transform(items)
     check_records(contract, items)
     encoded = encode_batch(contract, items)
     output = model_contract.raw_output(served.model.booster, contract, encoded.matrix)
@@ -888,7 +894,8 @@ def example_request(ws: Workspace, model: str) -> str:
     served = load_champion(ws, model)
     if served.contract is None:
         return orjson.dumps({"prompts": ["Hello"]}, option=orjson.OPT_INDENT_2).decode()
-    return orjson.dumps({"records": [example_record(served.contract)]},
+    record = served.features.example_record() if served.features else None  # a feature view's input
+    return orjson.dumps({"records": [record or example_record(served.contract)]},
                         option=orjson.OPT_INDENT_2).decode()
 
 

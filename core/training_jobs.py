@@ -201,14 +201,18 @@ def start_training(
 
     auth.require(actor, "train")
     automl._check_numbers(time_budget, n_trials, seed)
-    dv = datasets.resolve(ws, dataset)
+    from core import features
+
+    view = features.training_input(ws, dataset, actor=actor)  # "fv:NAME:VERSION"
+    dv = view.data if view else datasets.resolve(ws, dataset)
+    ref = view.ref if view else dv.ref
     if target not in dv.column_names:
         raise InvalidInput(automl._no_target_message(target, dv.column_names))
     job_id = f"{datetime.now(UTC):%Y%m%d-%H%M%S}-{secrets.token_hex(4)}"
     folder = jobs_dir(ws) / job_id
     folder.mkdir(parents=True)
     request = {
-        "dataset": dv.ref,
+        "dataset": ref,
         "target": target,
         "task": task,
         "metric": metric,
@@ -223,7 +227,7 @@ def start_training(
         sys.executable, "-m", "core", "train",
         "--home", str(ws.home),
         "--user", actor.name,
-        "--dataset", dv.ref,
+        "--dataset", ref,
         "--target", target,
         "--task", task,
         "--seed", str(seed),

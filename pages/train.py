@@ -12,7 +12,7 @@ from typing import Any
 
 import streamlit as st
 
-from core import automl, automl_charts, datasets, metrics, training_jobs
+from core import automl, automl_charts, datasets, features, metrics, training_jobs
 from core.errors import PondError
 from pages._shared import metric_row, show_error, signed_in_user, workspace
 
@@ -43,12 +43,16 @@ if not versions:
     st.info("No datasets yet. Upload one on the Data page, or run `pond ingest PATH --name NAME`.")
     st.stop()
 
-names = sorted({v.name for v in versions})
+views = features.list_versions(ws)  # a feature view trains like a dataset ("fv:NAME")
+names = sorted({v.name for v in versions}) + sorted({f"fv:{v.name}" for v in views})
 left, right = st.columns([3, 1])
-dataset_name = left.selectbox("Dataset", names, key="train_dataset")
-numbers = [v.version for v in versions if v.name == dataset_name][::-1]
+dataset_name = left.selectbox("Dataset or feature view", names, key="train_dataset")
+numbers = [v.version for v in (views if dataset_name.startswith("fv:") else versions)
+           if v.name == dataset_name.removeprefix("fv:")][::-1]
 version = right.selectbox("Version", numbers, key="train_version")
-dv = next(v for v in versions if v.name == dataset_name and v.version == version)
+view = features.training_input(ws, f"{dataset_name}:{version}", actor=user)
+dv = view.data if view else next(
+    v for v in versions if v.name == dataset_name and v.version == version)
 
 columns = dv.column_names
 target = st.selectbox(
@@ -122,7 +126,8 @@ running = status is not None and not status.finished
 if st.button("Start training", key="train_start", type="primary", disabled=running):
     try:
         job_id = training_jobs.start_training(
-            ws, actor=user, dataset=dv.ref, target=target, task=task, metric=metric,
+            ws, actor=user, dataset=view.ref if view else dv.ref, target=target, task=task,
+            metric=metric,
             exclude=exclude, time_budget=float(budget), n_trials=int(trials) or None,
             seed=int(seed),
         )

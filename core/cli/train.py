@@ -30,7 +30,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="AutoML: tune LightGBM with Optuna on a dataset and score it on a holdout",
         description=__doc__,
     )
-    p.add_argument("--dataset", required=True, help="NAME or NAME:VERSION (default: latest)")
+    p.add_argument("--dataset", required=True,
+                   help="NAME or NAME:VERSION (default: latest), or a feature view fv:NAME[:VERSION]")
     p.add_argument("--target", required=True, help="the column to predict")
     p.add_argument("--task", default="auto", choices=automl.TASK_CHOICES,
                    help="the kind of problem (default: auto-detected from the target)")
