@@ -13,6 +13,7 @@ from core import datasets, evaluation, explain
 from core import evaluation_charts as charts
 from core.errors import InvalidInput, PondError
 from core.metrics import METRICS, TEXT_METRICS
+from pages._feedback import compare_win_rate
 from pages._shared import metric_row, show_error, signed_in_user, workspace
 
 NONE = "(none)"
@@ -288,3 +289,5 @@ with tab_explain:
     _explain_tab()
 with tab_compare:
     _compare_tab()
+    st.subheader("Human preference")
+    compare_win_rate(ws, key="eval_win_rate")

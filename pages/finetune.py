@@ -12,7 +12,7 @@ from typing import Any
 
 import streamlit as st
 
-from core import datasets, finetune, training_jobs
+from core import datasets, feedback, finetune, training_jobs
 from core.errors import PondError
 from pages._shared import metric_row, show_error, signed_in_user, workspace
 
@@ -41,6 +41,25 @@ def _mib(value: Any) -> str:
 
 
 # --- the request -------------------------------------------------------------------
+labeled = [p for p in feedback.list_projects(ws, actor=user) if p.rating or p.correction]
+if labeled and user.can("ingest"):
+    with st.expander("Start from a feedback export (corrected or top-rated responses)"):
+        left, right = st.columns(2)
+        source = left.selectbox("Labeling project", [p.name for p in labeled],
+                                key="finetune_feedback_project")
+        sft_name = right.text_input("Dataset to make", value=re.sub(
+            r"[^A-Za-z0-9_]+", "_", f"{source}_sft").lower(), key="finetune_feedback_dataset")
+        if st.button("Make the dataset and use it", key="finetune_feedback_run"):
+            try:
+                made = feedback.export_dataset(ws, source, sft_name, actor=user)
+            except PondError as exc:
+                show_error(exc)
+            else:
+                st.session_state.update(finetune_dataset=made.name,
+                                        finetune_prompt_col="prompt",
+                                        finetune_response_col="response")
+                st.session_state.pop("finetune_version", None)
+                st.rerun()
 versions = datasets.list_versions(ws)
 if not versions:
     st.info("No datasets yet. Upload prompt/response pairs on the Data page, or run "

@@ -12,6 +12,7 @@ import streamlit as st
 from core import registry
 from core.errors import PondError
 from core.registry import VersionStatus
+from pages._feedback import version_win_rates
 from pages._shared import metric_row, show_error, signed_in_user, workspace
 
 user = signed_in_user()
@@ -218,6 +219,8 @@ with tab_version:
         st.info(f"No evaluations yet: `pond evaluate --model {v.ref} --dataset NAME`.")
     else:
         st.dataframe(_rows(evaluations), hide_index=True, key="reg_evaluations_table")
+    st.subheader("Human preference")
+    version_win_rates(ws, v.ref, key="reg_win_rates")
 
 with tab_actions:
     status_now = v.status
