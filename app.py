@@ -10,12 +10,15 @@ st.set_page_config(page_title="Pond", page_icon="🪷", layout="wide")
 PAGES = [
     st.Page("pages/home.py", title="Home", icon=":material/home:", default=True),
     st.Page("pages/data.py", title="Data", icon=":material/table:"),
+    st.Page("pages/features.py", title="Features", icon=":material/tune:"),
     st.Page("pages/train.py", title="Train", icon=":material/model_training:"),
     st.Page("pages/finetune.py", title="Fine-tune", icon=":material/auto_awesome:"),
     st.Page("pages/registry.py", title="Registry", icon=":material/inventory_2:"),
     st.Page("pages/evaluate.py", title="Evaluate", icon=":material/analytics:"),
     st.Page("pages/serve.py", title="Serve", icon=":material/api:"),
     st.Page("pages/monitor.py", title="Monitor", icon=":material/monitoring:"),
+    st.Page("pages/label.py", title="Label", icon=":material/thumbs_up_down:"),
+    st.Page("pages/jobs.py", title="Jobs", icon=":material/schedule:"),
 ]
 
 user = st.session_state.get("user")

@@ -2,7 +2,9 @@
 accounts a newcomer signs in with, and everything the later pages show — a
 trained, reviewed and approved champion model, a challenger waiting for review,
 stored evaluations, requests logged by a real `pond serve` with some drift in
-them, a drift report and an alert.
+them, a drift report and an alert, a nightly retrain schedule with its first
+run, a feature view and a model trained on it, a small fine-tuned text model
+(`core.demo_text`), and a labeling project with answers from two labelers.
 
 Seeding is idempotent: each step checks whether its result exists and only
 adds what is missing, so re-running `make app` never duplicates anything.
@@ -22,7 +24,7 @@ import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
-from core import auth, datasets
+from core import auth, datasets, demo_text
 from core.store import Workspace
 
 DATA_DIR = Path(__file__).resolve().parent.parent / "data"
@@ -41,7 +43,8 @@ def seed(ws: Workspace, *, log: Callable[[str], None] | None = None) -> str:
     """
     say = log or (lambda _msg: None)
     added: list[str] = []
-    for step in (_users, _datasets, _models, _evaluations, _inferences, _monitoring):
+    for step in (_users, _datasets, _models, _evaluations, _inferences, _monitoring,
+                 _retraining, _features, demo_text.seed, _feedback):
         result = step(ws, say)
         if result:
             added.append(result)
@@ -197,3 +200,104 @@ def _monitoring(ws: Workspace, say: Callable[[str], None]) -> str:
     )
     drift.drift_report(ws, model=DEMO_MODEL, actor=analyst)
     return "a drift report and an alert"
+
+
+def _retraining(ws: Workspace, say: Callable[[str], None]) -> str:
+    """A nightly drift-gated retrain of the demo model, and one real run of it."""
+    from core import retraining, schedules
+
+    if any(s.name == "nightly-penguins" for s in schedules.list_schedules(ws)):
+        return ""
+    schedules.add_schedule(
+        ws, "nightly-penguins", "0 3 * * *",
+        ["retrain", "--model", DEMO_MODEL, "--only-if-drift", "--budget", "20"],
+        actor=auth.get_user(ws, "admin"), run_as="ana",
+    )
+    # penguins:1 is what the champion learned from, so this run records a quick skip.
+    retraining.retrain(ws, DEMO_MODEL, actor=auth.get_user(ws, "ana"), only_if_drift=True,
+                       time_budget=20)
+    return "a nightly retrain schedule and its first run"
+
+
+DEMO_FEATURE_VIEW = "penguin_features"
+DEMO_FEATURE_MODEL = "penguins_features"
+
+
+def _features(ws: Workspace, say: Callable[[str], None]) -> str:
+    """A feature view over the penguins (ratios, imputation, island flags), materialised,
+    and a small model trained on it so the catalog shows which models use it."""
+    from core import automl, features, registry
+
+    if any(v.name == DEMO_FEATURE_VIEW for v in features.list_views(ws)):
+        return ""
+    analyst = auth.get_user(ws, "ana")
+    steps = (
+        {"op": "derive", "name": "bill_ratio", "expression": "bill_length_mm / bill_depth_mm"},
+        {"op": "derive", "name": "mass_per_flipper",
+         "expression": "body_mass_g / flipper_length_mm"},
+        {"op": "impute", "columns": ["bill_ratio", "mass_per_flipper", "body_mass_g"],
+         "strategy": "median"},
+        {"op": "impute", "columns": ["sex"], "strategy": "mode"},
+        {"op": "one_hot", "column": "island"},
+        {"op": "bin", "column": "flipper_length_mm", "bins": 4},
+        {"op": "select", "columns": [
+            "species", "bill_ratio", "mass_per_flipper", "body_mass_g", "sex",
+            "island_Biscoe", "island_Dream", "island_Torgersen", "flipper_length_mm_bin"]},
+    )
+    fv = features.create_view(
+        ws, DEMO_FEATURE_VIEW, features.Definition(source="penguins:1", steps=steps),
+        actor=analyst, description="Bill and body shape ratios with island flags, for the "
+        "species models.", tags={"team": "field", "domain": "penguins"},
+    )
+    if not registry.list_models(ws, search=DEMO_FEATURE_MODEL).total:
+        say("training a small model on the demo feature view…")
+        result = automl.train_dataset(ws, f"fv:{fv.ref}", "species", actor=analyst,
+                                      time_budget=6, n_trials=3, seed=0, n_jobs=1)
+        automl.register(ws, result, DEMO_FEATURE_MODEL, actor=analyst,
+                        comment="Species from the shared penguin_features view.")
+    return f"feature view {fv.ref} and model {DEMO_FEATURE_MODEL}"
+
+
+DEMO_FEEDBACK = "penguin-answers"
+
+
+def _feedback(ws: Workspace, say: Callable[[str], None]) -> str:
+    """A pairwise labeling project over answers two versions of an assistant gave to
+    analysts' questions, with labels by ana and rita (mostly agreeing) on most items."""
+    from core import feedback
+
+    analyst, reviewer = auth.get_user(ws, "ana"), auth.get_user(ws, "rita")
+    if any(p.name == DEMO_FEEDBACK for p in feedback.list_projects(ws, actor=analyst)):
+        return ""
+    source = DATA_DIR / "feedback_demo.jsonl"
+    feedback.create_project(
+        ws, DEMO_FEEDBACK,
+        [feedback.default_question(feedback.PAIRWISE),
+         feedback.default_question(feedback.CORRECTION),
+         feedback.default_question(feedback.TAGS,
+                                   options=["factual error", "unsafe advice", "off-topic"])],
+        actor=analyst, labels_per_item=2, labelers=["ana", "rita"],
+        description="Which assistant version answers analysts' penguin questions better?",
+        guidelines="Prefer the response that is **correct** about the data, then the one "
+        "that is clearer. Choose *tie* when both are equally good and *both bad* when "
+        "neither should be shown to an analyst. Never reward made-up numbers.",
+    )
+    feedback.import_items(ws, DEMO_FEEDBACK, actor=analyst, path=source)
+    # The better answer in the file is the one from analyst_helper:2.
+    better = {}
+    for line in source.read_text().splitlines():
+        record = json.loads(line)
+        better[record["prompt"]] = next(c["text"] for c in record["candidates"]
+                                        if c["model"] == "analyst_helper:2")
+    # rita disagrees on a few items so the review view has disputes to resolve.
+    rita_differs = {3: "worse", 5: "both_bad", 8: "tie"}
+    for user, differs in ((analyst, {8: "tie"}), (reviewer, rita_differs)):
+        for _ in range(8):
+            item = feedback.next_item(ws, DEMO_FEEDBACK, actor=user)
+            good = "A" if item.responses[0] == better[item.prompt] else "B"
+            choice = differs.get(item.item_id, good)
+            if choice == "worse":
+                choice = "B" if good == "A" else "A"
+            feedback.submit(ws, DEMO_FEEDBACK, item.item_id, {"preference": choice},
+                            actor=user)
+    return f"labeling project {DEMO_FEEDBACK} with 16 labels"

@@ -14,11 +14,26 @@ import sys
 from collections.abc import Sequence
 
 from core import __version__
-from core.cli import _common, data, drift, evaluate, finetune, registry, serve, train, users
+from core.cli import (
+    _common,
+    data,
+    drift,
+    evaluate,
+    features,
+    feedback,
+    finetune,
+    registry,
+    retrain,
+    serve,
+    train,
+    users,
+)
 from core.errors import PondError
 
 # Domain modules that add subcommands, in the order `pond --help` lists them.
-COMMAND_MODULES = [data, registry, train, finetune, evaluate, serve, drift, users]
+COMMAND_MODULES = [
+    data, features, registry, train, finetune, evaluate, serve, drift, retrain, feedback, users,
+]
 
 
 def build_parser() -> argparse.ArgumentParser:

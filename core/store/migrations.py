@@ -340,6 +340,200 @@ DRIFT = _sql(
     "CREATE INDEX drift_alert_deliveries_alert ON drift_alert_deliveries(alert_id)",
 )
 
+FEEDBACK = _sql(
+    # A labeling project: its questions (JSON list), how many labels each item needs and
+    # how long a labeler's claim on an item lasts before another labeler may take it.
+    """CREATE TABLE feedback_projects (
+        name TEXT PRIMARY KEY,
+        description TEXT NOT NULL,
+        guidelines TEXT NOT NULL,
+        questions JSON NOT NULL,
+        labels_per_item INTEGER NOT NULL,
+        claim_seconds INTEGER NOT NULL,
+        created_by TEXT NOT NULL,
+        created_at TIMESTAMPTZ NOT NULL DEFAULT current_timestamp
+    )""",
+    # Who may label a project; a removed labeler keeps the row (and their labels).
+    """CREATE TABLE feedback_labelers (
+        project TEXT NOT NULL,
+        labeler TEXT NOT NULL,
+        added_by TEXT NOT NULL,
+        added_at TIMESTAMPTZ NOT NULL DEFAULT current_timestamp,
+        removed_by TEXT,
+        removed_at TIMESTAMPTZ,
+        PRIMARY KEY (project, labeler)
+    )""",
+    # A prompt and its candidate responses ([{text, model}], model a version ref or null).
+    """CREATE TABLE feedback_items (
+        project TEXT NOT NULL,
+        item_id INTEGER NOT NULL,
+        prompt TEXT NOT NULL,
+        candidates JSON NOT NULL,
+        content_sha256 TEXT NOT NULL,
+        source TEXT NOT NULL,
+        created_by TEXT NOT NULL,
+        created_at TIMESTAMPTZ NOT NULL DEFAULT current_timestamp,
+        PRIMARY KEY (project, item_id),
+        UNIQUE (project, content_sha256)
+    )""",
+    # Claims are written under the workspace's exclusive lock; an item is offered only
+    # while its answers plus unexpired claims stay below the number it needs. Rows are
+    # released (never deleted), so no key is deleted and re-inserted in one transaction.
+    "CREATE SEQUENCE feedback_claims_id START 1",
+    """CREATE TABLE feedback_claims (
+        id BIGINT PRIMARY KEY DEFAULT nextval('feedback_claims_id'),
+        project TEXT NOT NULL,
+        item_id INTEGER NOT NULL,
+        labeler TEXT NOT NULL,
+        claimed_at TIMESTAMPTZ NOT NULL DEFAULT current_timestamp,
+        expires_at TIMESTAMPTZ NOT NULL,
+        shown_order JSON NOT NULL,
+        released_at TIMESTAMPTZ
+    )""",
+    "CREATE INDEX feedback_claims_item ON feedback_claims(project, item_id)",
+    # One submission per labeler and item (an answer or a skip); undo retracts it.
+    "CREATE SEQUENCE feedback_submissions_id START 1",
+    """CREATE TABLE feedback_submissions (
+        id BIGINT PRIMARY KEY DEFAULT nextval('feedback_submissions_id'),
+        project TEXT NOT NULL,
+        item_id INTEGER NOT NULL,
+        labeler TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        shown_order JSON NOT NULL,
+        seconds DOUBLE NOT NULL,
+        created_at TIMESTAMPTZ NOT NULL DEFAULT current_timestamp,
+        retracted_at TIMESTAMPTZ
+    )""",
+    "CREATE INDEX feedback_submissions_item ON feedback_submissions(project, item_id)",
+    # The labels themselves: labeler, item, question, answer, time spent, time.
+    "CREATE SEQUENCE feedback_labels_id START 1",
+    """CREATE TABLE feedback_labels (
+        id BIGINT PRIMARY KEY DEFAULT nextval('feedback_labels_id'),
+        submission_id BIGINT NOT NULL,
+        project TEXT NOT NULL,
+        item_id INTEGER NOT NULL,
+        labeler TEXT NOT NULL,
+        question TEXT NOT NULL,
+        answer JSON NOT NULL,
+        seconds DOUBLE NOT NULL,
+        created_at TIMESTAMPTZ NOT NULL DEFAULT current_timestamp,
+        retracted_at TIMESTAMPTZ
+    )""",
+    "CREATE INDEX feedback_labels_project ON feedback_labels(project, item_id)",
+    # A reviewer's final answer for a disputed item; the latest one counts.
+    "CREATE SEQUENCE feedback_resolutions_id START 1",
+    """CREATE TABLE feedback_resolutions (
+        id BIGINT PRIMARY KEY DEFAULT nextval('feedback_resolutions_id'),
+        project TEXT NOT NULL,
+        item_id INTEGER NOT NULL,
+        question TEXT NOT NULL,
+        answer JSON NOT NULL,
+        comment TEXT,
+        resolved_by TEXT NOT NULL,
+        resolved_at TIMESTAMPTZ NOT NULL DEFAULT current_timestamp
+    )""",
+    "CREATE SEQUENCE feedback_exports_id START 1",
+    """CREATE TABLE feedback_exports (
+        id BIGINT PRIMARY KEY DEFAULT nextval('feedback_exports_id'),
+        project TEXT NOT NULL,
+        format TEXT NOT NULL,
+        path TEXT NOT NULL,
+        sha256 TEXT NOT NULL,
+        records BIGINT NOT NULL,
+        excluded JSON NOT NULL,
+        model_versions JSON NOT NULL,
+        created_by TEXT NOT NULL,
+        created_at TIMESTAMPTZ NOT NULL DEFAULT current_timestamp
+    )""",
+)
+
+FEATURES = _sql(
+    # A feature view is a name and an owner; each version is immutable and holds its
+    # validated steps, the SQL they compile to and the pinned dataset versions it reads.
+    """CREATE TABLE feature_views (
+        name TEXT PRIMARY KEY,
+        owner TEXT NOT NULL,
+        created_by TEXT NOT NULL,
+        created_at TIMESTAMPTZ NOT NULL DEFAULT current_timestamp
+    )""",
+    """CREATE TABLE feature_view_versions (
+        name TEXT NOT NULL,
+        version INTEGER NOT NULL,
+        content_sha256 TEXT NOT NULL,
+        description TEXT,
+        entity_key TEXT,
+        timestamp_column TEXT,
+        tags JSON NOT NULL,
+        definition JSON NOT NULL,
+        created_by TEXT NOT NULL,
+        created_at TIMESTAMPTZ NOT NULL DEFAULT current_timestamp,
+        PRIMARY KEY (name, version)
+    )""",
+    # The training table (Parquet artifact) and, per entity aggregate step, the latest
+    # values by entity key that serving looks up. Same definition, same bytes.
+    """CREATE TABLE feature_view_materializations (
+        name TEXT NOT NULL,
+        version INTEGER NOT NULL,
+        artifact_sha256 TEXT NOT NULL,
+        latest JSON NOT NULL,
+        row_count BIGINT NOT NULL,
+        created_by TEXT NOT NULL,
+        created_at TIMESTAMPTZ NOT NULL DEFAULT current_timestamp,
+        PRIMARY KEY (name, version)
+    )""",
+)
+
+RETRAINING = _sql(
+    # Per model: whether a retrained challenger that beats the champion by at least a margin
+    # on the same holdout is approved by the "policy" actor and takes the champion alias.
+    """CREATE TABLE promotion_policies (
+        model_name TEXT PRIMARY KEY,
+        enabled BOOLEAN NOT NULL,
+        metric TEXT,
+        min_improvement DOUBLE NOT NULL,
+        updated_by TEXT NOT NULL,
+        updated_at TIMESTAMPTZ NOT NULL DEFAULT current_timestamp
+    )""",
+    # A schedule runs one `pond` command (argv after `pond`) as `run_as` on a cron expression.
+    # `next_run_at` is the slot the scheduler starts it at; it moves on when the job starts.
+    """CREATE TABLE schedules (
+        name TEXT PRIMARY KEY,
+        cron TEXT NOT NULL,
+        command JSON NOT NULL,
+        run_as TEXT NOT NULL,
+        enabled BOOLEAN NOT NULL DEFAULT true,
+        next_run_at TIMESTAMPTZ NOT NULL,
+        last_run_at TIMESTAMPTZ,
+        created_by TEXT NOT NULL,
+        created_at TIMESTAMPTZ NOT NULL DEFAULT current_timestamp
+    )""",
+    # One row per job run (a retrain, or any scheduled command): written `running` when it
+    # starts, settled with its outcome, exit code, summary and log when it ends. A run whose
+    # process died is settled as `crashed` by the next run of the same model or by its scheduler.
+    "CREATE SEQUENCE job_runs_id START 1",
+    """CREATE TABLE job_runs (
+        id BIGINT PRIMARY KEY DEFAULT nextval('job_runs_id'),
+        kind TEXT NOT NULL,
+        model_name TEXT,
+        schedule_name TEXT,
+        command JSON NOT NULL,
+        started_by TEXT NOT NULL,
+        host TEXT NOT NULL,
+        pid INTEGER,
+        status TEXT NOT NULL,
+        outcome TEXT,
+        exit_code INTEGER,
+        summary TEXT,
+        details JSON,
+        model_version INTEGER,
+        log TEXT,
+        started_at TIMESTAMPTZ NOT NULL DEFAULT current_timestamp,
+        finished_at TIMESTAMPTZ
+    )""",
+    "CREATE INDEX job_runs_model ON job_runs(model_name)",
+    "CREATE INDEX job_runs_schedule ON job_runs(schedule_name)",
+)
+
 # Append new migrations at the end; never edit or reorder a released one.
 MIGRATIONS: list[Migration] = [
     Migration(1, "foundation", FOUNDATION),
@@ -347,6 +541,9 @@ MIGRATIONS: list[Migration] = [
     Migration(3, "evaluation", EVALUATION),
     Migration(4, "serving", SERVING),
     Migration(5, "drift", DRIFT),
+    Migration(6, "retraining", RETRAINING),
+    Migration(7, "features", FEATURES),
+    Migration(8, "feedback", FEEDBACK),
 ]
 
 
