@@ -688,6 +688,28 @@ def load_version(ws: Workspace, model_ref: str) -> tuple[registry.ModelVersion, 
     return version, _load_tabular(ws, version)
 
 
+def _through_feature_view(ws: Workspace, version: Any, model: Any,
+                          frame: pd.DataFrame) -> pd.DataFrame:
+    """For a model trained on a feature view, the dataset's rows as that model sees them:
+    the view's row-level steps applied by the code serving uses (so an evaluation scores
+    what production would answer); other models get the frame unchanged."""
+    from core import features
+
+    transform = features.serving_transform(ws, version, model.contract)
+    if transform is None:
+        return frame
+    try:
+        records = json.loads(frame.to_json(orient="records", date_format="iso"))
+        out = pd.DataFrame.from_records(transform.transform(records))
+    finally:
+        transform.close()
+    # Columns the view does not output (the target, a segment) come from the dataset.
+    for column in frame.columns:
+        if column not in out.columns:
+            out[column] = frame[column].to_numpy()
+    return out
+
+
 def evaluate_model(
     ws: Workspace,
     model_ref: str,
@@ -720,7 +742,7 @@ def evaluate_model(
             f"dataset {dv.ref} has no column {segment_column!r} to segment by; its columns "
             f"are {', '.join(repr(c) for c in dv.column_names[:30])}"
         )
-    frame = datasets.load_frame(ws, dv)
+    frame = _through_feature_view(ws, version, model, datasets.load_frame(ws, dv))
     scores = score_frame(
         model, frame, segment_column=segment_column, data_name=f"dataset {dv.ref}",
         model_name=f"model {version.ref}",

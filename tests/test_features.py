@@ -580,3 +580,15 @@ def test_retraining_a_model_trained_on_a_view_is_refused(ws, analyst, trained_on
     with pytest.raises(retraining.RetrainFailed, match="trained on feature view penguin_fv:1"):
         retraining.retrain(ws, mv.model, actor=analyst, time_budget=5)
     assert [v.version for v in registry.get_model(ws, mv.model).versions] == [mv.version]
+
+
+def test_a_model_trained_on_a_view_is_evaluated_on_raw_data_through_the_view(
+    ws, analyst, trained_on_view
+):
+    from core import evaluation
+
+    _, mv = trained_on_view
+    # penguins has the raw columns only; the view's steps make the model's features.
+    ev = evaluation.evaluate_model(ws, mv.ref, "penguins", analyst, segment_column="island")
+    assert ev.rows == 344
+    assert ev.metrics["accuracy"] > 0.9
