@@ -33,7 +33,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from core import auth, store
+from core import auth, store, training_jobs
 from core.auth import User, require
 from core.errors import AlreadyExists, Busy, InvalidInput, NotFound
 from core.store import Workspace
@@ -431,19 +431,7 @@ def process_alive(pid: int | None, host: str) -> bool:
     """Whether `pid` on `host` is a live process (runs on other hosts count as alive)."""
     if host != socket.gethostname():
         return True
-    if not pid:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[1][:1]
-    except (OSError, IndexError):
-        return True
-    return state != "Z"
+    return training_jobs.pid_alive(pid)
 
 
 def dead_runs(ws: Workspace, *, model: str | None = None) -> list[JobRun]:

@@ -140,7 +140,7 @@ def _job_dir(ws: Workspace, job_id: str) -> Path:
     return folder
 
 
-def _alive(pid: int | None) -> bool:
+def pid_alive(pid: int | None) -> bool:
     if not pid:
         return False
     try:
@@ -361,7 +361,7 @@ def read_progress(ws: Workspace, job_id: str, *, with_result: bool = True) -> Jo
     snapshot = _read_json(folder / PROGRESS_FILE) or {}
     status = snapshot.get("status", RUNNING)
     error = snapshot.get("error")
-    if status not in (DONE, FAILED) and not _alive(job.get("pid")):
+    if status not in (DONE, FAILED) and not pid_alive(job.get("pid")):
         # Re-read: the worker may have written its last state just before exiting.
         snapshot = _read_json(folder / PROGRESS_FILE) or snapshot
         status = snapshot.get("status", RUNNING)
