@@ -2368,6 +2368,24 @@ def load_result(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
     return data
 
 
+def finished_runs(ws: Workspace, limit: int = 20) -> list[dict[str, Any]]:
+    """The workspace's finished fine-tuning runs, newest first: each run's `result.json`,
+    from the CLI's run folders and the app's background jobs (a run still going, failed
+    or stopped before a result has none and is left out)."""
+    from core import training_jobs
+
+    folders = [*runs_dir(ws).glob("*"),
+               *training_jobs.jobs_dir(ws).glob(f"*/{training_jobs.RUN_DIR}")]
+    found = []
+    for folder in folders:
+        result = _read_json(folder / RESULT_FILE)
+        # Training jobs keep AutoML results in the same layout: only fine-tunings count.
+        if isinstance(result, dict) and "base_model" in result and "text_metrics" in result:
+            found.append((folder.stat().st_mtime, result))
+    found.sort(key=lambda pair: pair[0], reverse=True)
+    return [result for _, result in found[:limit]]
+
+
 # --- the workspace: datasets, jobs, the registry -------------------------------------------
 
 

@@ -8,6 +8,7 @@ and renders what comes back. torch is never imported here.
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Any
 
 import streamlit as st
@@ -39,6 +40,25 @@ def _fmt(value: Any, digits: int = 4) -> str:
 def _mib(value: Any) -> str:
     return "–" if value is None else f"{value / 2**20:,.0f} MiB"
 
+
+# --- runs already finished ---------------------------------------------------------
+finished = finetune.finished_runs(ws)
+if finished:
+    with st.expander(f"Finished runs in this workspace ({len(finished)})",
+                     expanded=not st.session_state["finetune_job"]):
+        st.dataframe([{
+            "dataset": (f"{r['dataset']['name']}:{r['dataset']['version']}"
+                        if r.get("dataset") else "–"),
+            "base model": Path(str(r["base_model"].get("reference", "?"))).name,
+            "method": r["method"], "val loss": r.get("val_loss"),
+            "test loss": r.get("test_loss"),
+            "BLEU": (r.get("text_metrics") or {}).get("bleu"),
+            "ROUGE-L": (r.get("text_metrics") or {}).get("rougeL"),
+            "train seconds": r.get("train_seconds"),
+        } for r in finished], hide_index=True)
+        if finished[0].get("samples"):
+            st.caption("The newest run on held-out rows it never trained on:")
+            st.dataframe(finished[0]["samples"], hide_index=True)
 
 # --- the request -------------------------------------------------------------------
 labeled = [p for p in feedback.list_projects(ws, actor=user) if p.rating or p.correction]

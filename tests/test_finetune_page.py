@@ -74,7 +74,7 @@ def test_finetune_page_start_progress_result_register(ws, analyst, tmp_path):
     assert after < before
     assert float(labels["Test loss"]) < before
     assert saw_progress or "Test loss" in labels  # a fast run may finish between two polls
-    samples = at.dataframe[0].value
+    samples = at.dataframe[-1].value
     assert list(samples.columns) == ["prompt", "reference", "generated"] and len(samples) == 5
 
     at.selectbox(key="finetune_variant").select("weights")
@@ -83,3 +83,12 @@ def test_finetune_page_start_progress_result_register(ws, analyst, tmp_path):
     assert "Registered phrase_writer version 1 (pending_review)" in at.success[0].value
     version = registry.get_version(ws, "phrase_writer", 1)
     assert version.flavor == "transformers" and version.params["method"] == "full"
+
+    # A fresh visit lists the finished run, with its scores and held-out samples.
+    again = _page(ws)
+    (runs,) = [e for e in again.expander if e.label.startswith("Finished runs")]
+    assert runs.label == "Finished runs in this workspace (1)"
+    table = again.dataframe[0].value
+    assert table["dataset"].tolist() == ["phrases:1"] and table["method"].tolist() == ["full"]
+    assert table["test loss"][0] < before
+    assert list(again.dataframe[1].value.columns) == ["prompt", "reference", "generated"]
