@@ -30,6 +30,8 @@ def test_short_training_then_register(app_url, page, demo_home, tmp_path):
     page.get_by_role("link", name="Train").click()
     wait_idle(page)
     page.get_by_text("Choose the target column to predict.").wait_for()
+    # The demo holds several datasets (and a feature view); the species data is "penguins".
+    _choose(page, "Dataset or feature view", "penguins")
     _choose(page, "Target column (what to predict)", "species")
     expect(page.get_by_role("combobox", name="Task")).to_have_value(
         "auto (detected: multiclass)", timeout=60_000
