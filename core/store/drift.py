@@ -10,6 +10,8 @@ from typing import Any
 
 import duckdb
 
+from core.store import _rows
+
 _JSON_COLUMNS = ("stats", "results", "watched_columns", "details", "payload")
 
 _REPORT_COLUMNS = (
@@ -35,20 +37,11 @@ _DELIVERY_COLUMNS = (
 
 
 def _dicts(cursor: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:
-    names = [d[0] for d in cursor.description]
-    out = []
-    for row in cursor.fetchall():
-        item = dict(zip(names, row, strict=True))
-        for key in _JSON_COLUMNS:
-            if isinstance(item.get(key), str):
-                item[key] = json.loads(item[key])
-        out.append(item)
-    return out
+    return _rows.dicts(cursor, _JSON_COLUMNS)
 
 
 def _one(cursor: duckdb.DuckDBPyConnection) -> dict[str, Any] | None:
-    rows = _dicts(cursor)
-    return rows[0] if rows else None
+    return _rows.one(cursor, _JSON_COLUMNS)
 
 
 # --- reference statistics ---------------------------------------------------------------------

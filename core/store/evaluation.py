@@ -7,6 +7,8 @@ from typing import Any
 
 import duckdb
 
+from core.store import _rows
+
 _COLUMNS = (
     "id, model_name, version, dataset_name, dataset_version, dataset_sha256, kind, task,"
     " row_count, columns, metrics, main_metric, details_sha256, implementation, warnings,"
@@ -15,16 +17,8 @@ _COLUMNS = (
 _JSON_COLUMNS = ("columns", "metrics", "implementation", "warnings")
 
 
-def _dicts(result: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:
-    names = [d[0] for d in result.description]
-    out = []
-    for row in result.fetchall():
-        item = dict(zip(names, row, strict=True))
-        for key in _JSON_COLUMNS:
-            if isinstance(item.get(key), str):
-                item[key] = json.loads(item[key])
-        out.append(item)
-    return out
+def _dicts(cursor: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:
+    return _rows.dicts(cursor, _JSON_COLUMNS)
 
 
 def insert(con: duckdb.DuckDBPyConnection, row: dict[str, Any]) -> int:

@@ -12,21 +12,15 @@ from typing import Any
 
 import duckdb
 
+from core.store import _rows
+
 ENTITY_PROJECT = "feedback_project"
 
 _JSON = ("questions", "candidates", "shown_order", "answer", "excluded", "model_versions")
 
 
 def _dicts(cursor: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:
-    names = [d[0] for d in cursor.description]
-    out = []
-    for row in cursor.fetchall():
-        item = dict(zip(names, row, strict=True))
-        for key in _JSON:
-            if isinstance(item.get(key), str):
-                item[key] = json.loads(item[key])
-        out.append(item)
-    return out
+    return _rows.dicts(cursor, _JSON)
 
 
 # --- projects and labelers ---------------------------------------------------------------

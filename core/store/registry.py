@@ -12,6 +12,8 @@ from typing import Any
 
 import duckdb
 
+from core.store import _rows
+
 # Audit rows about the registry use these entity types; their entity ids are
 # "model", "model:version" and "model@alias".
 ENTITY_MODEL = "model"
@@ -31,13 +33,11 @@ _REQUEST_COLUMNS = (
 
 
 def _dicts(cursor: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:
-    names = [d[0] for d in cursor.description]
-    return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+    return _rows.dicts(cursor)
 
 
 def _one(cursor: duckdb.DuckDBPyConnection) -> dict[str, Any] | None:
-    rows = _dicts(cursor)
-    return rows[0] if rows else None
+    return _rows.one(cursor)
 
 
 # --- models -----------------------------------------------------------------

@@ -11,6 +11,8 @@ from typing import Any
 
 import duckdb
 
+from core.store import _rows
+
 _JSON_COLUMNS = ("command", "details")
 
 _POLICY_COLUMNS = "model_name, enabled, metric, min_improvement, updated_by, updated_at"
@@ -26,20 +28,11 @@ _RUN_SUMMARY_COLUMNS = _RUN_COLUMNS.replace(" log,", "")
 
 
 def _dicts(cursor: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:
-    names = [d[0] for d in cursor.description]
-    out = []
-    for row in cursor.fetchall():
-        item = dict(zip(names, row, strict=True))
-        for key in _JSON_COLUMNS:
-            if isinstance(item.get(key), str):
-                item[key] = json.loads(item[key])
-        out.append(item)
-    return out
+    return _rows.dicts(cursor, _JSON_COLUMNS)
 
 
 def _one(cursor: duckdb.DuckDBPyConnection) -> dict[str, Any] | None:
-    found = _dicts(cursor)
-    return found[0] if found else None
+    return _rows.one(cursor, _JSON_COLUMNS)
 
 
 # --- auto-promotion policies ----------------------------------------------------------------

@@ -7,13 +7,14 @@ from typing import Any
 
 import duckdb
 
+from core.store import _rows
+
 ENTITY_TOKEN = "api_token"
 _COLUMNS = "id, name, last4, created_by, created_at, revoked_by, revoked_at"
 
 
 def _dicts(cursor: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:
-    names = [d[0] for d in cursor.description]
-    return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+    return _rows.dicts(cursor)
 
 
 def insert(

@@ -8,6 +8,8 @@ from typing import Any
 
 import duckdb
 
+from core.store import _rows
+
 _HOOK_COLUMNS = "id, url, events, secret, created_by, created_at, removed_by, removed_at"
 _DELIVERY_COLUMNS = (
     "id, webhook_id, event, payload, outcome, attempts, response_status, error, created_at,"
@@ -16,8 +18,7 @@ _DELIVERY_COLUMNS = (
 
 
 def _dicts(cursor: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:
-    names = [d[0] for d in cursor.description]
-    return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+    return _rows.dicts(cursor)
 
 
 def insert(
