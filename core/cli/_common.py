@@ -97,3 +97,41 @@ def fail(message: str, *, code: int = 1, as_json: bool = False) -> None:
     if as_json:
         print(json.dumps({"error": message, "exit_code": code}))
     print(f"pond: error: {message.splitlines()[0] if message else 'failed'}", file=sys.stderr)
+
+
+def seconds_or_none(text: str) -> float | None:
+    """An argparse type: a number of seconds, or 'none' (also 'off', 'no') for no limit."""
+    if text.strip().lower() in ("none", "off", "no"):
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"must be a number of seconds or 'none'; got {text!r}"
+        ) from None
+
+
+def draw_progress(stream: Any, fraction: float, elapsed_s: float, budget_s: float | None,
+                  detail: str, *, elapsed_width: int = 5, cap: int = 120,
+                  done: bool = False) -> None:
+    """Redraw one progress line on a terminal: a bar, the time used (of the budget) and
+    `detail`; a newline when `done`."""
+    width = 24
+    filled = int(round(fraction * width))
+    bar = "#" * filled + "." * (width - filled)
+    budget = f"/{budget_s:.0f}s" if budget_s else "s"
+    stream.write(f"\r[{bar}] {elapsed_s:{elapsed_width}.1f}{budget} {detail}".ljust(100)[:cap])
+    if done:
+        stream.write("\n")
+    stream.flush()
+
+
+class Fanout:
+    """One progress callback that calls several (None ones left out)."""
+
+    def __init__(self, *callbacks: Any) -> None:
+        self.callbacks = [c for c in callbacks if c is not None]
+
+    def __call__(self, progress: Any) -> None:
+        for callback in self.callbacks:
+            callback(progress)

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from core import finetune
+from core.cli import _common
 from core.cli._common import actor, add_command, emit, workspace
 from core.errors import PondError
 
@@ -60,7 +61,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--trials", type=int, metavar="N",
                    help="let Optuna tune learning rate, LoRA rank/alpha/dropout, epochs and "
                    "batch size over N trials, pruning bad ones on validation loss")
-    p.add_argument("--time-budget", type=_budget, metavar="S",
+    p.add_argument("--time-budget", type=_common.seconds_or_none, metavar="S",
                    help="seconds of training for the whole run, all trials (default: none); "
                    "the best checkpoint so far is kept when it runs out")
     p.add_argument("--seed", type=int, default=0, help="seed for the split, the sampler and torch")
@@ -102,17 +103,6 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "folder under the workspace's finetune/)")
 
 
-def _budget(text: str) -> float | None:
-    if text.strip().lower() in ("none", "off", "no"):
-        return None
-    try:
-        return float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"must be a number of seconds or 'none'; got {text!r}"
-        ) from None
-
-
 class _ProgressLine:
     """One line on a terminal (stderr), redrawn in place."""
 
@@ -120,28 +110,15 @@ class _ProgressLine:
         self.stream = stream
 
     def __call__(self, progress: finetune.Progress) -> None:
-        width = 24
-        filled = int(round(progress.fraction * width))
-        bar = "#" * filled + "." * (width - filled)
-        budget = f"/{progress.budget_s:.0f}s" if progress.budget_s else "s"
         val = "-" if progress.val_loss is None else f"{progress.val_loss:.4f}"
         speed = "-" if progress.tokens_per_s is None else f"{progress.tokens_per_s:,.0f}"
         trial = "" if progress.trial is None else f"trial {progress.trial} "
-        line = (f"\r[{bar}] {progress.elapsed_s:6.1f}{budget} {progress.phase:<10} {trial}"
-                f"step {progress.step}/{progress.total_steps} val loss {val} tok/s {speed}")
-        self.stream.write(line.ljust(100)[:130])
-        if progress.phase == "done":
-            self.stream.write("\n")
-        self.stream.flush()
-
-
-class _Fanout:
-    def __init__(self, *callbacks: Any) -> None:
-        self.callbacks = [c for c in callbacks if c is not None]
-
-    def __call__(self, progress: finetune.Progress) -> None:
-        for callback in self.callbacks:
-            callback(progress)
+        _common.draw_progress(
+            self.stream, progress.fraction, progress.elapsed_s, progress.budget_s,
+            f"{progress.phase:<10} {trial}step {progress.step}/{progress.total_steps} "
+            f"val loss {val} tok/s {speed}",
+            elapsed_width=6, cap=130, done=progress.phase == "done",
+        )
 
 
 def _fmt(value: float | None, digits: int = 4) -> str:
@@ -214,7 +191,7 @@ def _finetune(args: argparse.Namespace) -> None:
         result = finetune.finetune_dataset(
             ws, args.dataset, actor=user, base_model=args.base_model,
             prompt_col=args.prompt_col, response_col=args.response_col, config=config,
-            run_dir=args.run_dir, on_progress=_Fanout(line, writer),
+            run_dir=args.run_dir, on_progress=_common.Fanout(line, writer),
             stop=(lambda: stop_file.exists()) if stop_file is not None else None,
             storage=args.storage, study_name=args.study,
         )

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from core import automl, metrics
+from core.cli import _common
 from core.cli._common import actor, add_command, emit, workspace
 from core.errors import PondError
 
@@ -40,7 +41,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "multiclass, rmse for regression)")
     p.add_argument("--exclude", action="extend", nargs="+", default=[], metavar="COL",
                    help="columns not to use as features (repeatable)")
-    p.add_argument("--time-budget", type=_budget, default=60.0, metavar="S",
+    p.add_argument("--time-budget", type=_common.seconds_or_none, default=60.0, metavar="S",
                    help="seconds for the whole run, refit included (default 60; 'none' for no "
                    "limit, then --trials is needed)")
     p.add_argument("--trials", type=int, metavar="N",
@@ -63,17 +64,6 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="save model.txt, contract.json and result.json in this folder")
 
 
-def _budget(text: str) -> float | None:
-    if text.strip().lower() in ("none", "off", "no"):
-        return None
-    try:
-        return float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"must be a number of seconds or 'none'; got {text!r}"
-        ) from None
-
-
 class _ProgressBar:
     """A one-line progress bar on a terminal (stderr), redrawn in place."""
 
@@ -81,30 +71,14 @@ class _ProgressBar:
         self.stream = stream
 
     def __call__(self, progress: automl.Progress) -> None:
-        width = 24
-        filled = int(round(progress.fraction * width))
-        bar = "#" * filled + "." * (width - filled)
-        budget = f"/{progress.budget_s:.0f}s" if progress.budget_s else "s"
         best = "-" if progress.best_value is None else f"{progress.best_value:.4f}"
         target = f"/{progress.trials_target}" if progress.trials_target else ""
-        line = (
-            f"\r[{bar}] {progress.elapsed_s:5.1f}{budget}  {progress.phase:<6} trials "
-            f"{progress.trials_done}{target} ({progress.trials_pruned} pruned)  "
-            f"best {progress.metric} {best}"
+        _common.draw_progress(
+            self.stream, progress.fraction, progress.elapsed_s, progress.budget_s,
+            f" {progress.phase:<6} trials {progress.trials_done}{target} "
+            f"({progress.trials_pruned} pruned)  best {progress.metric} {best}",
+            done=progress.phase == "done",
         )
-        self.stream.write(line.ljust(100)[:120])
-        if progress.phase == "done":
-            self.stream.write("\n")
-        self.stream.flush()
-
-
-class _Fanout:
-    def __init__(self, *callbacks: Any) -> None:
-        self.callbacks = [c for c in callbacks if c is not None]
-
-    def __call__(self, progress: automl.Progress) -> None:
-        for callback in self.callbacks:
-            callback(progress)
 
 
 def _stop_signal(path: Path | None) -> Any:
@@ -183,7 +157,7 @@ def _train(args: argparse.Namespace) -> None:
             folds=args.folds,
             storage=args.storage,
             study_name=args.study,
-            on_progress=_Fanout(bar, progress_writer),
+            on_progress=_common.Fanout(bar, progress_writer),
             stop=stop,
             n_jobs=args.threads,
         )
