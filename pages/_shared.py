@@ -47,3 +47,19 @@ def metric_row(items: list[tuple[str, Any]]) -> None:
     cols = st.columns(len(items))
     for col, (label, value) in zip(cols, items, strict=True):
         col.metric(label, value)
+
+
+def followed_job(ws: Workspace, key: str) -> Any:
+    """The status of the background job a page follows (its id in `st.session_state[key]`),
+    or None; a job that can no longer be read is shown as an error and forgotten."""
+    from core import training_jobs
+
+    current = st.session_state[key]
+    if not current:
+        return None
+    try:
+        return training_jobs.read_progress(ws, current)
+    except PondError as exc:
+        show_error(exc)
+        st.session_state[key] = None
+        return None

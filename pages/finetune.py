@@ -15,7 +15,7 @@ import streamlit as st
 
 from core import datasets, feedback, finetune, training_jobs
 from core.errors import PondError
-from pages._shared import metric_row, show_error, signed_in_user, workspace
+from pages._shared import followed_job, metric_row, show_error, signed_in_user, workspace
 
 user = signed_in_user()
 ws = workspace()
@@ -178,14 +178,7 @@ default_model = re.sub(r"[^A-Za-z0-9_]+", "_", f"{dv.name}_{response_col}").stri
 model_name = st.text_input("Model name to register as", value=default_model,
                            key="finetune_model_name")
 
-current = st.session_state["finetune_job"]
-status = None
-if current:
-    try:
-        status = training_jobs.read_progress(ws, current)
-    except PondError as exc:
-        show_error(exc)
-        st.session_state["finetune_job"] = None
+status = followed_job(ws, "finetune_job")
 running = status is not None and not status.finished
 
 if st.button("Start fine-tuning", key="finetune_start", type="primary", disabled=running):

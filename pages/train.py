@@ -14,7 +14,7 @@ import streamlit as st
 
 from core import automl, automl_charts, datasets, features, metrics, training_jobs
 from core.errors import PondError
-from pages._shared import metric_row, show_error, signed_in_user, workspace
+from pages._shared import followed_job, metric_row, show_error, signed_in_user, workspace
 
 user = signed_in_user()
 ws = workspace()
@@ -113,14 +113,7 @@ if earlier:
             st.session_state["train_registered"] = None
             st.rerun()
 
-current = st.session_state["train_job"]
-status = None
-if current:
-    try:
-        status = training_jobs.read_progress(ws, current)
-    except PondError as exc:
-        show_error(exc)
-        st.session_state["train_job"] = None
+status = followed_job(ws, "train_job")
 running = status is not None and not status.finished
 
 if st.button("Start training", key="train_start", type="primary", disabled=running):
