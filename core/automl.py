@@ -676,7 +676,14 @@ def _min_delta(es_metric: str, y: np.ndarray) -> float:
 
 
 def _early_stopping_metric(spec: MetricSpec, task: str) -> str:
-    if task in spec.lightgbm:
+    """What early stopping watches: log loss for classification, the metric's own loss for regression.
+
+    Stopping where a ranking or counting metric (ROC AUC, F1) peaks on the very
+    fold that then scores the trial picks that fold's lucky round, which flatters
+    the cross-validated score and favours configurations that got lucky; log loss
+    is smooth and moves with them.
+    """
+    if task == REGRESSION and task in spec.lightgbm:
         return spec.lightgbm[task]
     return {BINARY: "binary_logloss", MULTICLASS: "multi_logloss", REGRESSION: "l2"}[task]
 
