@@ -138,7 +138,8 @@ def run_pond(data: BenchData, train: pd.DataFrame, test: pd.DataFrame, budget: f
     result = automl.train(train, data.target, task=data.task, time_budget=budget, seed=seed,
                           holdout=test, n_jobs=threads)
     note = (f"{result.trials_completed}+{result.trials_pruned}p trials, "
-            f"{result.splits.folds} folds, {result.elapsed_s:.0f}s")
+            f"{result.splits.folds} folds, blend of {len(result.ensemble)}, "
+            f"{result.elapsed_s:.0f}s")
     return result.holdout_score, note
 
 

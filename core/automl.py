@@ -1,4 +1,4 @@
-"""AutoML for tables: an Optuna study over LightGBM, refit once, scored on a holdout.
+"""AutoML for tables: an Optuna study over LightGBM, its best trials blended, scored on a holdout.
 
 This module owns the whole training recipe. `prepare` checks the frame and
 turns it into a numeric matrix under a preprocessing contract
@@ -6,17 +6,21 @@ turns it into a numeric matrix under a preprocessing contract
 runs a seeded multivariate-TPE study whose trials are k-fold cross-validated
 LightGBM fits with native early stopping and step-wise pruning, starting from
 LightGBM's defaults and a few known-good configurations so a short budget is
-never worse than the defaults; then it refits the best configuration on all
-non-holdout rows with the chosen number of rounds and scores that model once
-on the holdout. The time budget covers the refit: the search stops early
-enough to leave room for it, and the refit itself stops adding trees at the
-deadline.
+never worse than the defaults. Greedy ensemble selection on the trials'
+validation-fold predictions then picks a weighted blend of the best trials
+(only where it beats the best trial alone there); each member is refit on all
+non-holdout rows with its chosen number of rounds, the members are merged into
+one LightGBM model, and that model is scored once on the holdout. The time
+budget covers the refits: the search stops early enough to leave room for
+them, a member that no longer fits is left out, and a refit stops adding
+trees at the deadline.
 
 Distributed trials: every worker that names the same study (`study_name`) on a
 shared Optuna storage (PostgreSQL through Optuna's RDB storage, or one journal
 file on one machine) runs trials until *its own* budget, trial cap or stop
 request ends, where the trial cap counts the study's finished trials across
-workers. Each worker then refits the study's best trial so far; the splits are
+workers. Each worker then refits the study's best trial so far (blended with
+its own best trials when the best is one of its own); the splits are
 derived from the seed and the data, which every joining worker must share (a
 study records its settings and refuses a worker whose settings differ). Only a
 worker asked to register (`pond train --register`) registers its model, so
@@ -789,6 +793,18 @@ class Progress:
 
 
 @dataclass(frozen=True)
+class EnsembleMember:
+    """One trial in the final blend: its weight and the rounds of its refit."""
+
+    trial: int
+    weight: float
+    rounds: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"trial": self.trial, "weight": round(self.weight, 6), "rounds": self.rounds}
+
+
+@dataclass(frozen=True)
 class TrainResult:
     """Everything a training produced.
 
@@ -839,6 +855,9 @@ class TrainResult:
     search_space: dict[str, Any]
     features: tuple[str, ...]
     started_at: datetime
+    ensemble: tuple[EnsembleMember, ...] = ()
+    oof_score: float | None = None
+    oof_best_score: float | None = None
     dataset: dict[str, Any] | None = None
     figures: dict[str, str] = field(default_factory=dict, repr=False, compare=False)
     contract: Contract | None = field(default=None, repr=False, compare=False)
@@ -890,6 +909,9 @@ class TrainResult:
             "refit_s": round(self.refit_s, 3),
             "elapsed_s": round(self.elapsed_s, 3),
             "refit_cut": self.refit_cut,
+            "ensemble": [m.to_dict() for m in self.ensemble],
+            "oof_score": self.oof_score,
+            "oof_best_score": self.oof_best_score,
             "warnings": list(self.warnings),
             "study_name": self.study_name,
             "storage": self.storage,
@@ -997,6 +1019,12 @@ def open_storage(storage: Any) -> tuple[Any, str]:
     return storage, type(storage).__name__
 
 
+def _charts_seconds() -> float:
+    # Scoring and Optuna's charts after the refit (the charts import matplotlib
+    # the first time, seconds on a busy machine).
+    return 1.0 if "optuna.visualization" in sys.modules else 2.5
+
+
 class _Run:
     """State shared by the trial callbacks of one worker's search."""
 
@@ -1024,6 +1052,8 @@ class _Run:
         self.stop_reason: str | None = None
         # Until a trial tells us what a refit costs, keep a modest share back.
         self.reserve = 0.0 if budget is None else min(0.15 * budget, 5.0)
+        # Refits the final model is expected to need (a blend refits a few trials).
+        self.refits = 1.0
         self._last_tick = 0.0
         self._last_stop_check = 0.0
         self._stop_seen = False
@@ -1059,12 +1089,14 @@ class _Run:
 
     def update_reserve(self, refit_estimate: float) -> None:
         if self.budget is not None:
-            # Estimates are rough (machine load, tree sizes): keep a quarter more, plus
-            # time for scoring and charts (Optuna's charts import matplotlib the first
-            # time), and never more than 40% of the budget. The refit itself stops
-            # adding trees at the deadline, so a low estimate costs trees, not time.
-            charts = 1.0 if "optuna.visualization" in sys.modules else 2.5
-            self.reserve = min(0.4 * self.budget, 1.25 * refit_estimate + charts)
+            # Estimates are rough (machine load, tree sizes): keep a quarter more for
+            # each expected refit (a blend refits a few trials), plus time for scoring
+            # and charts, and never more than 40% of the budget. A refit stops adding
+            # trees at the deadline, so a low estimate costs trees, not time.
+            self.reserve = min(
+                0.4 * self.budget,
+                1.25 * self.refits * refit_estimate + _charts_seconds() + 0.2 * self.refits,
+            )
 
     def progress(self, phase: str, message: str = "") -> Progress:
         return Progress(
@@ -1150,9 +1182,14 @@ class _TrialWatch:
         self.run.tick()
 
 
-def _class_proba(task: str, raw: np.ndarray) -> np.ndarray:
+def _output_from_raw(task: str, raw: np.ndarray) -> np.ndarray:
+    """What the metric scores, from LightGBM's raw scores (as its objectives transform them)."""
     if task == BINARY:
-        return np.column_stack([1.0 - raw, raw])
+        p = 1.0 / (1.0 + np.exp(-raw))
+        return np.column_stack([1.0 - p, p])
+    if task == MULTICLASS:
+        shifted = np.exp(raw - raw.max(axis=1, keepdims=True))
+        return shifted / shifted.sum(axis=1, keepdims=True)
     return raw
 
 
@@ -1171,6 +1208,7 @@ def _trial_objective(
     worker: str,
     maximize: bool,
     interval: int,
+    oof: _OutOfFold | None = None,
 ) -> Callable[[Any], float]:
     """One trial: fit the folds one after another, each with native early stopping.
 
@@ -1210,6 +1248,7 @@ def _trial_objective(
         watch = _TrialWatch(trial, run, es_metric, maximize, interval)
         patience = _stopping_rounds(tuned["learning_rate"])
         fold_scores: list[float] = []
+        fold_raw: list[np.ndarray] = []
         best_iterations: list[int] = []
         row_rounds = 0
         began = time.monotonic()
@@ -1227,9 +1266,9 @@ def _trial_objective(
                 ],
             )
             best = booster.best_iteration or booster.current_iteration()
-            raw = booster.predict(x_dev[valid_rows], num_iteration=best)
-            output = _class_proba(data.task, raw) if data.task != REGRESSION else raw
-            fold_scores.append(data.metric(y_dev[valid_rows], output))
+            raw = booster.predict(x_dev[valid_rows], num_iteration=best, raw_score=True)
+            fold_raw.append(raw)
+            fold_scores.append(data.metric(y_dev[valid_rows], _output_from_raw(data.task, raw)))
             best_iterations.append(best)
             row_rounds += booster.current_iteration() * len(train_rows)
             if watch.cut is not None:
@@ -1252,7 +1291,10 @@ def _trial_objective(
         trial.set_user_attr("fit_seconds", fit_seconds)
         # Seconds per boosting round per training row: what the refit's cost is estimated from.
         trial.set_user_attr("round_row_seconds", fit_seconds / max(1, row_rounds))
-        return float(np.mean(fold_scores))
+        value = float(np.mean(fold_scores))
+        if oof is not None and len(fold_raw) == len(plan.folds):
+            oof.add(trial.number, value, np.concatenate(fold_raw))
+        return value
 
     return objective
 
@@ -1349,6 +1391,7 @@ def train(
     holdout: pd.DataFrame | None = None,
     space: Mapping[str, Mapping[str, Any]] | None = None,
     warm_start: Mapping[str, Any] | None = None,
+    ensemble: bool = True,
 ) -> TrainResult:
     """Find, refit and score the best LightGBM model for `target` within a budget.
 
@@ -1376,6 +1419,9 @@ def train(
             passes the one its parent version recorded.
         warm_start: parameters tried first (a retrain passes its parent's best), before
             the usual starting points; they must lie inside the space.
+        ensemble: blend the best trials into the final model where their
+            out-of-fold scores say the blend is better (greedy ensemble selection);
+            False refits the best trial alone.
 
     Returns:
         The `TrainResult`, with the refit booster and its contract.
@@ -1415,6 +1461,7 @@ def train(
         "time_budget": time_budget,
         "n_trials": n_trials,
         "data_fingerprint": _config_fingerprint(data),
+        "ensemble": ensemble,
     }
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -1463,6 +1510,8 @@ def train(
             metric=spec,
             trials_target=n_trials,
         )
+        if ensemble:
+            run.refits = 3.0
         finished_states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
         existing = study.get_trials(deepcopy=False, states=finished_states)
         run.completed = sum(t.state == optuna.trial.TrialState.COMPLETE for t in existing)
@@ -1505,6 +1554,7 @@ def train(
                 run.stop_reason = reason
                 study.stop()
 
+        oof = _OutOfFold(plan, spec) if ensemble else None
         run.emit("search", "starting")
         remaining = None
         if n_trials is not None:
@@ -1513,7 +1563,7 @@ def train(
             try:
                 study.optimize(
                     _trial_objective(
-                        data, plan, space, run, seed, n_jobs, worker, maximize, interval
+                        data, plan, space, run, seed, n_jobs, worker, maximize, interval, oof
                     ),
                     n_trials=remaining,
                     callbacks=[after_trial],
@@ -1538,8 +1588,15 @@ def train(
                 "give it more time or trials"
             )
         best = study.best_trial
-        run.emit("refit", f"refitting trial {best.number} on {len(plan.y_dev)} rows")
-        booster, refit_rounds, refit_cut, refit_seconds = _refit(data, plan, best, run)
+        weights: dict[int, float] = {best.number: 1.0}
+        blend_scores: tuple[float, float] | None = None
+        if oof is not None and best.number in oof.raw:
+            # Only this worker's trials have fold predictions here: when another
+            # worker of a shared study found the best, it is refit alone.
+            weights, blend_score, single_score = _select_ensemble(oof, best.number, data.task, seed)
+            blend_scores = (blend_score, single_score)
+        booster, members, refit_cut, refit_seconds = _refit_blend(data, plan, study, best, weights, run)
+        refit_rounds = sum(m.rounds for m in members)
         result = _score(
             data=data,
             plan=plan,
@@ -1549,6 +1606,8 @@ def train(
             refit_rounds=refit_rounds,
             refit_cut=refit_cut,
             refit_seconds=refit_seconds,
+            members=members,
+            blend_scores=blend_scores,
             search_seconds=search_seconds,
             run=run,
             space=space,
@@ -1560,6 +1619,153 @@ def train(
         )
     run.emit("done", f"holdout {spec.name} {result.holdout_score:.4g}")
     return result
+
+
+# --- ensemble of the best trials -------------------------------------------------------
+
+ENSEMBLE_CANDIDATES = 12
+ENSEMBLE_STEPS = 20
+ENSEMBLE_ROWS = 20_000
+
+
+class _OutOfFold:
+    """The validation-fold raw scores of this worker's best finished trials.
+
+    Every fold predicts its own validation rows, so a trial's concatenated fold
+    predictions cover the same rows in the same order as every other trial's:
+    blends of trials can be scored on them without refitting anything. Only the
+    best `keep` trials are held, so memory stays at a few arrays of dev size.
+    """
+
+    def __init__(self, plan: _SplitPlan, spec: MetricSpec, keep: int = ENSEMBLE_CANDIDATES) -> None:
+        rows = np.concatenate([valid for _, valid in plan.folds])
+        self.y = plan.y_dev[rows]
+        self.bounds = np.cumsum([0] + [len(valid) for _, valid in plan.folds])
+        self.spec = spec
+        self.keep = keep
+        self.raw: dict[int, tuple[float, np.ndarray]] = {}
+        self._lock = threading.Lock()
+
+    def add(self, number: int, value: float, raw: np.ndarray) -> None:
+        with self._lock:
+            self.raw[number] = (value, raw.astype(np.float32 if raw.size > 1_000_000 else np.float64))
+            if len(self.raw) > 2 * self.keep:
+                ranked = sorted(self.raw, key=lambda n: self.raw[n][0], reverse=self.spec.higher_is_better)
+                for dropped in ranked[self.keep:]:
+                    del self.raw[dropped]
+
+
+def _select_ensemble(oof: _OutOfFold, best: int, task: str, seed: int) -> tuple[dict[int, float], float, float]:
+    """Greedy ensemble selection with replacement (Caruana et al., 2004) over the kept trials.
+
+    Starting from the best trial alone, each step adds (again, possibly) the
+    trial whose raw scores, averaged in, most improve the metric on the
+    validation folds (the mean over folds, as trials are scored); the blend
+    kept is the best prefix, so it is never worse there than the best trial
+    alone. Blending the best few configurations takes out part of the luck in
+    which one won the search, which a refit of the single winner keeps.
+    Returns weights by trial number, the blend's and the best trial's scores.
+    """
+    spec = oof.spec
+    ranked = sorted(oof.raw, key=lambda n: oof.raw[n][0], reverse=spec.higher_is_better)
+    candidates = ranked[: oof.keep]
+    rows = np.arange(len(oof.y))
+    if len(rows) > ENSEMBLE_ROWS:
+        rows = np.sort(np.random.default_rng(seed).choice(rows, ENSEMBLE_ROWS, replace=False))
+    y = oof.y[rows]
+    cuts = np.searchsorted(rows, oof.bounds[1:-1])
+    folds = [(a, b) for a, b in zip(np.r_[0, cuts], np.r_[cuts, len(rows)], strict=True) if b > a]
+    raws = {n: oof.raw[n][1][rows].astype(np.float64) for n in candidates}
+
+    def score(total: np.ndarray, count: int) -> float:
+        output = _output_from_raw(task, total / count)
+        return float(np.mean([spec(y[a:b], output[a:b]) for a, b in folds]))
+
+    counts = {best: 1}
+    total = raws[best].copy()
+    single = best_score = score(total, 1)
+    best_counts = dict(counts)
+    if len(candidates) < 2:
+        return {best: 1.0}, single, single
+    for step in range(2, ENSEMBLE_STEPS + 1):
+        scored = [(score(total + raws[n], step), n) for n in candidates]
+        value, chosen = (max if spec.higher_is_better else min)(scored, key=lambda t: t[0])
+        total += raws[chosen]
+        counts[chosen] = counts.get(chosen, 0) + 1
+        if spec.better(value, best_score):
+            best_score, best_counts = value, dict(counts)
+    size = sum(best_counts.values())
+    return {n: c / size for n, c in best_counts.items()}, best_score, single
+
+
+def blend_boosters(models: Sequence[tuple[str, float]]) -> Any:
+    """One LightGBM booster whose raw output is the weighted sum of the models' raw outputs.
+
+    `models` are (text from `Booster.model_to_string`, weight) pairs with the same
+    features and objective. A tree ensemble's raw output is the sum of its trees,
+    so concatenating the trees with every leaf and internal value multiplied by
+    the model's weight gives the blend exactly; prediction, SHAP contributions
+    and the single-row fast path work on it unchanged. Multiclass models keep
+    whole iterations, so trees stay with their class.
+    """
+    import lightgbm as lgb
+
+    header = tail = ""
+    trees: list[str] = []
+    for k, (text, weight) in enumerate(models):
+        start, end = text.index("\nTree=0\n") + 1, text.index("\nend of trees")
+        if k == 0:
+            header = "\n".join(
+                line for line in text[:start].split("\n") if not line.startswith("tree_sizes=")
+            )
+            tail = text[end:]
+        for block in re.split(r"(?m)^Tree=\d+\n", text[start:end])[1:]:
+            lines = []
+            for line in block.rstrip("\n").split("\n"):
+                key, sep, values = line.partition("=")
+                if sep and key in ("leaf_value", "internal_value"):
+                    line = key + "=" + " ".join(repr(float(v) * weight) for v in values.split(" ") if v)
+                lines.append(line)
+            trees.append("\n".join(lines))
+    body = "".join(f"Tree={i}\n{tree}\n\n" for i, tree in enumerate(trees))
+    return lgb.Booster(model_str=header + body + tail.lstrip("\n"))
+
+
+def _refit_blend(
+    data: PreparedData, plan: _SplitPlan, study: Any, best: Any, weights: Mapping[int, float], run: _Run
+) -> tuple[Any, tuple[EnsembleMember, ...], bool, float]:
+    """Refit the blend's trials on all dev rows, heaviest first, and merge them.
+
+    The best trial is always refit (cut at the deadline if it must be, as a
+    single model would be). Another member is refit only if its estimated cost
+    fits in what is left of the budget and is dropped if the deadline still cuts
+    it; the weights of the members kept are renormalised.
+    """
+    by_number = {t.number: t for t in study.get_trials(deepcopy=False)}
+    order = sorted(weights, key=lambda n: (n != best.number, -weights[n], n))
+    kept: list[tuple[int, Any, int, float]] = []
+    cut_any = False
+    seconds = 0.0
+    for number in order:
+        trial = by_number[number]
+        if kept and run.budget is not None:
+            left = run.budget - run.elapsed() - _charts_seconds()
+            if 1.25 * _refit_estimate(trial, plan.splits) > left:
+                continue
+        run.emit("refit", f"refitting trial {number} on {len(plan.y_dev)} rows")
+        booster, rounds, cut, took = _refit(data, plan, trial, run)
+        seconds += took
+        if cut and kept:
+            continue
+        cut_any = cut_any or cut
+        kept.append((number, booster, rounds, weights[number]))
+    if len(kept) == 1:
+        _, booster, rounds, _ = kept[0]
+        return booster, (EnsembleMember(best.number, 1.0, rounds),), cut_any, seconds
+    total = sum(w for *_, w in kept)
+    members = tuple(EnsembleMember(n, w / total, rounds) for n, _, rounds, w in kept)
+    blended = blend_boosters([(b.model_to_string(), w / total) for _, b, _, w in kept])
+    return blended, members, cut_any, seconds
 
 
 def _refit(data: PreparedData, plan: _SplitPlan, best: Any, run: _Run) -> tuple[Any, int, bool, float]:
@@ -1608,6 +1814,8 @@ def _score(
     refit_rounds: int,
     refit_cut: bool,
     refit_seconds: float,
+    members: tuple[EnsembleMember, ...],
+    blend_scores: tuple[float, float] | None,
     search_seconds: float,
     run: _Run,
     space: dict[str, Any],
@@ -1721,6 +1929,9 @@ def _score(
         refit_s=refit_seconds,
         elapsed_s=run.elapsed(),
         refit_cut=refit_cut,
+        ensemble=members,
+        oof_score=None if blend_scores is None else blend_scores[0],
+        oof_best_score=None if blend_scores is None else blend_scores[1],
         warnings=tuple(warnings_out),
         study_name=name,
         storage=storage_text,
@@ -1794,6 +2005,7 @@ def train_dataset(
     on_progress: ProgressCallback | None = None,
     stop: StopSignal | None = None,
     n_jobs: int | None = None,
+    ensemble: bool = True,
 ) -> TrainResult:
     """`train` on a dataset version of the workspace, as `actor`.
 
@@ -1851,6 +2063,7 @@ def train_dataset(
         on_progress=on_progress,
         stop=stop,
         n_jobs=n_jobs,
+        ensemble=ensemble,
     )
     lineage = view.lineage if view else {
         "name": dv.name, "version": dv.version, "content_sha256": dv.content_sha256}
@@ -1904,6 +2117,7 @@ def lineage_for(result: Mapping[str, Any], parent_version: int | None = None) ->
         "training_config": result["training_config"],
         "search_space": result["search_space"],
         "optuna_study": {"storage": result["storage"], "name": result["study_name"]},
+        "ensemble": result.get("ensemble") or [],
         "parent_version": parent_version,
     }
 

@@ -870,6 +870,7 @@ def _work(
             space=space,
             warm_start=warm or None,
             n_jobs=n_jobs,
+            ensemble=bool(config.get("ensemble", True)),
         )
     except PondError as exc:
         raise _Failure("training", str(exc)) from exc

@@ -180,6 +180,7 @@ def start_training(
     n_trials: int | None = None,
     seed: int = 0,
     register_model: str | None = None,
+    ensemble: bool = True,
 ) -> str:
     """Launch a training in a detached worker process.
 
@@ -220,6 +221,7 @@ def start_training(
         "time_budget": time_budget,
         "n_trials": n_trials,
         "seed": seed,
+        "ensemble": ensemble,
         "register_model": register_model,
         "study": f"job-{job_id}",
     }
@@ -246,6 +248,8 @@ def start_training(
         cmd += ["--exclude", column]
     if register_model:
         cmd += ["--register", register_model]
+    if not ensemble:
+        cmd.append("--single-model")
     job = {
         "job_id": job_id,
         "request": request,

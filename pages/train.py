@@ -24,7 +24,8 @@ st.session_state.setdefault("train_registered", None)
 st.title("Train")
 st.caption(
     "AutoML: Optuna tunes LightGBM on cross-validation folds within your time budget, then the "
-    "best configuration is refit and scored once on a holdout the search never saw."
+    "best configurations are blended, refit into one model and scored once on a holdout the "
+    "search never saw."
 )
 
 
@@ -96,6 +97,12 @@ budget = c1.number_input("Time budget (seconds)", min_value=5, max_value=3600, v
 trials = c2.number_input("Max trials (0 = no cap)", min_value=0, max_value=10_000, value=0,
                          key="train_trials")
 seed = c3.number_input("Seed", min_value=0, max_value=2**31 - 1, value=0, key="train_seed")
+ensemble = st.toggle(
+    "Blend the best trials into the final model", value=True, key="train_ensemble",
+    help="Greedy ensemble selection on the trials' out-of-fold predictions: kept only where "
+    "the blend scores better than the best trial alone. Off: the best trial is refit alone "
+    "(fewer trees, faster to serve).",
+)
 default_model = re.sub(r"[^A-Za-z0-9_]+", "_", f"{dv.name}_{target}").strip("_").lower()
 model_name = st.text_input("Model name to register as", value=default_model,
                            key="train_model_name")
@@ -122,7 +129,7 @@ if st.button("Start training", key="train_start", type="primary", disabled=runni
             ws, actor=user, dataset=view.ref if view else dv.ref, target=target, task=task,
             metric=metric,
             exclude=exclude, time_budget=float(budget), n_trials=int(trials) or None,
-            seed=int(seed),
+            seed=int(seed), ensemble=ensemble,
         )
     except PondError as exc:
         show_error(exc)
@@ -211,6 +218,15 @@ if "confusion_matrix" in figures:
 if "residuals" in figures:
     right.plotly_chart(figures["residuals"], key="train_residuals_chart")
 
+members = result.get("ensemble") or []
+if len(members) > 1:
+    st.caption(
+        "Final model: a blend of "
+        + ", ".join(f"trial {m['trial']} (weight {m['weight']:.2f})" for m in members)
+        + f", merged into one LightGBM model. Out-of-fold {result['metric']}: "
+        f"{result['oof_score']:.4f} for the blend, {result['oof_best_score']:.4f} for the "
+        "best trial alone."
+    )
 params = dict(result["best_params"], refit_rounds=result["refit_rounds"])
 st.dataframe(
     [{"parameter": k, "value": str(v)} for k, v in params.items()],

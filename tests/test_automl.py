@@ -138,6 +138,42 @@ def test_binary_training_beats_the_baseline(cancer_result, cancer):
     json.dumps(r.to_dict(figures=True))
 
 
+def test_the_final_model_blends_the_best_trials(cancer):
+    r = automl.train(cancer, "target", time_budget=None, n_trials=12, seed=0, folds=3)
+    assert len(r.ensemble) >= 2, "greedy selection kept only the best trial"
+    assert r.ensemble[0].trial == r.best_trial
+    assert sum(m.weight for m in r.ensemble) == pytest.approx(1.0)
+    # The best trial alone scores its CV value on the folds; the blend was kept
+    # because it scores better there.
+    assert r.oof_best_score == pytest.approx(r.cv_score)
+    assert r.oof_score > r.oof_best_score
+    assert r.refit_rounds == sum(m.rounds for m in r.ensemble) == r.booster.current_iteration()
+    # One LightGBM model: SHAP contributions still add up to its raw score.
+    x = model_contract.encode_frame(r.contract, cancer.head(20)).matrix
+    contrib = r.booster.predict(x, pred_contrib=True)
+    np.testing.assert_allclose(contrib.sum(axis=1), r.booster.predict(x, raw_score=True), atol=1e-9)
+    assert r.to_dict()["ensemble"][0]["trial"] == r.best_trial
+
+    single = automl.train(cancer, "target", time_budget=None, n_trials=12, seed=0, folds=3,
+                          ensemble=False)
+    assert single.best_trial == r.best_trial and single.oof_score is None
+    assert [(m.trial, m.weight) for m in single.ensemble] == [(r.best_trial, 1.0)]
+    assert single.training_config["ensemble"] is False
+
+
+def test_blended_boosters_add_their_weighted_raw_scores_exactly():
+    import lightgbm as lgb
+
+    x, y = load_wine(return_X_y=True)
+    common = {"objective": "multiclass", "num_class": 3, "verbosity": -1, "min_child_samples": 5}
+    a = lgb.train(dict(common, num_leaves=7), lgb.Dataset(x, y), 15)
+    b = lgb.train(dict(common, num_leaves=15, learning_rate=0.05), lgb.Dataset(x, y), 25)
+    blended = automl.blend_boosters([(a.model_to_string(), 0.25), (b.model_to_string(), 0.75)])
+    want = 0.25 * a.predict(x, raw_score=True) + 0.75 * b.predict(x, raw_score=True)
+    np.testing.assert_allclose(blended.predict(x, raw_score=True), want, rtol=0, atol=1e-12)
+    assert blended.current_iteration() == 40
+
+
 def test_regression_training_beats_the_mean(diabetes):
     r = automl.train(diabetes, "target", time_budget=None, n_trials=4, seed=0, folds=3)
     assert (r.task, r.metric, r.higher_is_better) == ("regression", "rmse", False)
@@ -499,12 +535,25 @@ def test_cli_train_json_and_register(ws, analyst, penguins, tmp_path, capsys):
     lineage = version.lineage
     assert lineage["dataset"]["name"] == "penguins" and lineage["dataset"]["version"] == 1
     assert lineage["training_config"]["exclude"] == ["year"]
+    assert lineage["ensemble"] == out["ensemble"] and out["ensemble"]
     assert "learning_rate" in lineage["search_space"]
     assert lineage["optuna_study"]["name"] == out["study_name"]
     assert version.metrics["holdout_log_loss"] == pytest.approx(out["holdout_scores"]["log_loss"])
     # The registered files predict like the trained model.
     loaded = model_contract.load_model(registry.version_files(ws, "penguin_species", 1))
     assert loaded.predict(penguins.head(3)).classes == ("Adelie", "Chinstrap", "Gentoo")
+
+
+def test_cli_single_model_refits_the_best_trial_alone(ws, analyst, penguins, tmp_path, capsys):
+    _ingest_frame(ws, analyst, penguins, "penguins", tmp_path)
+    code = cli_main(["train", "--dataset", "penguins", "--target", "body_mass_g", "--trials", "6",
+                     "--time-budget", "none", "--folds", "2", "--single-model", "--json",
+                     "--user", "ana"])
+    out = json.loads(capsys.readouterr().out)
+    assert code == 0
+    assert out["training_config"]["ensemble"] is False and out["oof_score"] is None
+    assert out["ensemble"] == [{"trial": out["best_trial"], "weight": 1.0,
+                                "rounds": out["refit_rounds"]}]
 
 
 def test_cli_bad_input_registers_nothing(ws, analyst, penguins, tmp_path, capsys):

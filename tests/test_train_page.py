@@ -8,7 +8,7 @@ from pathlib import Path
 
 from streamlit.testing.v1 import AppTest
 
-from core import auth, datasets, registry
+from core import auth, datasets, registry, training_jobs
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -91,6 +91,7 @@ def test_train_page_stop_button_keeps_the_best_so_far(ws, analyst):
     at.selectbox(key="train_target").select("body_mass_g").run()
     assert at.selectbox(key="train_task").options[0] == "auto (detected: regression)"
     at.number_input(key="train_budget").set_value(600)
+    at.toggle(key="train_ensemble").set_value(False)
     at.button(key="train_start").click().run()
     deadline = time.monotonic() + 300
     stopped = False
@@ -107,3 +108,8 @@ def test_train_page_stop_button_keeps_the_best_so_far(ws, analyst):
     assert stopped
     assert any("Stopped by your stop request" in c.value for c in at.caption)
     assert float(_labels(at)["Holdout RMSE"]) < float(_labels(at)["Baseline (holdout)"])
+    # The blend was switched off: the job refit the best trial alone.
+    (job,) = training_jobs.list_jobs(ws, actor="ana")
+    assert job.request["ensemble"] is False
+    result = training_jobs.read_progress(ws, job.job_id).result
+    assert [m["weight"] for m in result["ensemble"]] == [1.0]

@@ -50,6 +50,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--folds", type=int,
                    help="cross-validation folds per trial (default: by data size)")
     p.add_argument("--threads", type=int, help="LightGBM threads (default: all cores)")
+    p.add_argument("--single-model", action="store_true",
+                   help="refit the best trial alone (default: blend the best trials where their "
+                   "out-of-fold scores say it helps)")
     p.add_argument("--study", help="Optuna study name; workers naming one study share it")
     p.add_argument("--storage",
                    help="Optuna storage URL, e.g. postgresql://user:pw@host/db (default: a "
@@ -112,6 +115,7 @@ def _summary(result: automl.TrainResult, registered: Any | None) -> list[str]:
         f"best trial {result.best_trial}: "
         + ", ".join(f"{k}={_short(v)}" for k, v in result.best_params.items())
         + f"; {result.refit_rounds} rounds",
+        _blend_line(result),
         "top features (gain): "
         + ", ".join(list(result.feature_importances)[:8]),
         f"study {result.study_name} in {result.storage}",
@@ -122,6 +126,15 @@ def _summary(result: automl.TrainResult, registered: Any | None) -> list[str]:
             f"registered {registered.model} version {registered.version} ({registered.status})"
         )
     return lines
+
+
+def _blend_line(result: automl.TrainResult) -> str:
+    if len(result.ensemble) <= 1:
+        return "final model: the best trial alone" + (
+            "" if result.oof_score is None else " (no blend scored better out of fold)")
+    members = ", ".join(f"trial {m.trial} ×{m.weight:.2f}" for m in result.ensemble)
+    return (f"final model: a blend of {members}; out-of-fold {result.metric} "
+            f"{result.oof_score:.4f} against {result.oof_best_score:.4f} for the best trial alone")
 
 
 def _short(value: Any) -> str:
@@ -160,6 +173,7 @@ def _train(args: argparse.Namespace) -> None:
             on_progress=_common.Fanout(bar, progress_writer),
             stop=stop,
             n_jobs=args.threads,
+            ensemble=not args.single_model,
         )
         if args.run_dir:
             automl.save_run(result, args.run_dir)
