@@ -166,8 +166,11 @@ def run_flaml(data: BenchData, x_train, y_train, x_test, y_test, budget: float, 
     flaml_metric = {"roc_auc": "roc_auc", "log_loss": "log_loss", "rmse": "rmse"}[spec.name]
     task = "regression" if data.task == "regression" else "classification"
     began = time.monotonic()
-    automl_.fit(x_train, y_train, task=task, metric=flaml_metric, time_budget=budget,
-                n_jobs=threads, seed=seed, verbose=0)
+    with warnings.catch_warnings():
+        # FLAML's learners warn once per fit (joblib use, SGD convergence): keep the table readable.
+        warnings.simplefilter("ignore")
+        automl_.fit(x_train, y_train, task=task, metric=flaml_metric, time_budget=budget,
+                    n_jobs=threads, seed=seed, verbose=0)
     elapsed = time.monotonic() - began
     note = f"best {automl_.best_estimator}, {elapsed:.0f}s"
     if data.task == "regression":
