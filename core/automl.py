@@ -1037,6 +1037,7 @@ class _Run:
         on_progress: ProgressCallback | None,
         metric: MetricSpec,
         trials_target: int | None,
+        refits: float = 1.0,
     ) -> None:
         self.started = started
         self.budget = budget
@@ -1053,7 +1054,7 @@ class _Run:
         # Until a trial tells us what a refit costs, keep a modest share back.
         self.reserve = 0.0 if budget is None else min(0.15 * budget, 5.0)
         # Refits the final model is expected to need (a blend refits a few trials).
-        self.refits = 1.0
+        self.refits = refits
         self._last_tick = 0.0
         self._last_stop_check = 0.0
         self._stop_seen = False
@@ -1509,9 +1510,8 @@ def train(
             on_progress=on_progress,
             metric=spec,
             trials_target=n_trials,
+            refits=3.0 if ensemble else 1.0,
         )
-        if ensemble:
-            run.refits = 3.0
         finished_states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
         existing = study.get_trials(deepcopy=False, states=finished_states)
         run.completed = sum(t.state == optuna.trial.TrialState.COMPLETE for t in existing)
@@ -1554,7 +1554,7 @@ def train(
                 run.stop_reason = reason
                 study.stop()
 
-        oof = _OutOfFold(plan, spec) if ensemble else None
+        oof = _OutOfFold(plan, spec, seed) if ensemble else None
         run.emit("search", "starting")
         remaining = None
         if n_trials is not None:
@@ -1593,7 +1593,7 @@ def train(
         if oof is not None and best.number in oof.raw:
             # Only this worker's trials have fold predictions here: when another
             # worker of a shared study found the best, it is refit alone.
-            weights, blend_score, single_score = _select_ensemble(oof, best.number, data.task, seed)
+            weights, blend_score, single_score = _select_ensemble(oof, best.number, data.task)
             blend_scores = (blend_score, single_score)
         booster, members, refit_cut, refit_seconds = _refit_blend(data, plan, study, best, weights, run)
         refit_rounds = sum(m.rounds for m in members)
@@ -1633,29 +1633,35 @@ class _OutOfFold:
 
     Every fold predicts its own validation rows, so a trial's concatenated fold
     predictions cover the same rows in the same order as every other trial's:
-    blends of trials can be scored on them without refitting anything. Only the
-    best `keep` trials are held, so memory stays at a few arrays of dev size.
+    blends of trials can be scored on them without refitting anything. At most
+    ENSEMBLE_ROWS of those rows (a seeded sample, chosen once) and the best
+    `keep` trials are held, so memory stays small on large data.
     """
 
-    def __init__(self, plan: _SplitPlan, spec: MetricSpec, keep: int = ENSEMBLE_CANDIDATES) -> None:
+    def __init__(self, plan: _SplitPlan, spec: MetricSpec, seed: int, keep: int = ENSEMBLE_CANDIDATES) -> None:
         rows = np.concatenate([valid for _, valid in plan.folds])
-        self.y = plan.y_dev[rows]
-        self.bounds = np.cumsum([0] + [len(valid) for _, valid in plan.folds])
+        picked = np.arange(len(rows))
+        if len(picked) > ENSEMBLE_ROWS:
+            picked = np.sort(np.random.default_rng(seed).choice(picked, ENSEMBLE_ROWS, replace=False))
+        bounds = np.cumsum([len(valid) for _, valid in plan.folds])[:-1]
+        cuts = np.searchsorted(picked, bounds)
+        self.picked = picked
+        self.y = plan.y_dev[rows[picked]]
+        # Each fold's span within the held rows, to score blends fold by fold.
+        self.folds = [(a, b) for a, b in zip(np.r_[0, cuts], np.r_[cuts, len(picked)], strict=True) if b > a]
         self.spec = spec
         self.keep = keep
         self.raw: dict[int, tuple[float, np.ndarray]] = {}
-        self._lock = threading.Lock()
 
     def add(self, number: int, value: float, raw: np.ndarray) -> None:
-        with self._lock:
-            self.raw[number] = (value, raw.astype(np.float32 if raw.size > 1_000_000 else np.float64))
-            if len(self.raw) > 2 * self.keep:
-                ranked = sorted(self.raw, key=lambda n: self.raw[n][0], reverse=self.spec.higher_is_better)
-                for dropped in ranked[self.keep:]:
-                    del self.raw[dropped]
+        self.raw[number] = (value, raw[self.picked])
+        if len(self.raw) > 2 * self.keep:
+            ranked = sorted(self.raw, key=lambda n: self.raw[n][0], reverse=self.spec.higher_is_better)
+            for dropped in ranked[self.keep:]:
+                del self.raw[dropped]
 
 
-def _select_ensemble(oof: _OutOfFold, best: int, task: str, seed: int) -> tuple[dict[int, float], float, float]:
+def _select_ensemble(oof: _OutOfFold, best: int, task: str) -> tuple[dict[int, float], float, float]:
     """Greedy ensemble selection with replacement (Caruana et al., 2004) over the kept trials.
 
     Starting from the best trial alone, each step adds (again, possibly) the
@@ -1666,16 +1672,10 @@ def _select_ensemble(oof: _OutOfFold, best: int, task: str, seed: int) -> tuple[
     which one won the search, which a refit of the single winner keeps.
     Returns weights by trial number, the blend's and the best trial's scores.
     """
-    spec = oof.spec
+    spec, y, folds = oof.spec, oof.y, oof.folds
     ranked = sorted(oof.raw, key=lambda n: oof.raw[n][0], reverse=spec.higher_is_better)
     candidates = ranked[: oof.keep]
-    rows = np.arange(len(oof.y))
-    if len(rows) > ENSEMBLE_ROWS:
-        rows = np.sort(np.random.default_rng(seed).choice(rows, ENSEMBLE_ROWS, replace=False))
-    y = oof.y[rows]
-    cuts = np.searchsorted(rows, oof.bounds[1:-1])
-    folds = [(a, b) for a, b in zip(np.r_[0, cuts], np.r_[cuts, len(rows)], strict=True) if b > a]
-    raws = {n: oof.raw[n][1][rows].astype(np.float64) for n in candidates}
+    raws = {n: oof.raw[n][1] for n in candidates}
 
     def score(total: np.ndarray, count: int) -> float:
         output = _output_from_raw(task, total / count)
